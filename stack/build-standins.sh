@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Build local stand-ins for the official base images the project's Dockerfiles use
+# (python:3.13-slim, postgres:17, busybox), for machines that cannot pull from Docker Hub.
+# A stand-in whose tag already exists is kept (delete it with `docker rmi TAG` to rebuild it).
+# Needs a running Docker engine (see stack/test-stack.sh or `make engine`), debootstrap and busybox-static.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=stack/lib.sh
+. "$here/lib.sh"
+
+BASE_TAG=standin/debian:trixie
+CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+build_base() {
+	have_image "$BASE_TAG" && { log "$BASE_TAG exists, kept"; return 0; }
+	ensure_packages debootstrap:debootstrap
+	local root="$STACK_CACHE/rootfs-trixie"
+	rm -rf "$root"
+	log "debootstrap --variant=minbase trixie (log: $STACK_LOGS/debootstrap.log)"
+	mkdir -p "$STACK_LOGS"
+	debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian \
+		>"$STACK_LOGS/debootstrap.log" 2>&1 \
+		|| { tail -n 20 "$STACK_LOGS/debootstrap.log" >&2; die "debootstrap failed"; }
+	rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+	tar -C "$root" -c . | docker import \
+		-c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+		-c 'CMD ["bash"]' - "$BASE_TAG" >/dev/null
+	rm -rf "$root"
+	log "imported $BASE_TAG"
+}
+
+build_standin() {  # build_standin TAG FOLDER [extra files for the build context...]
+	local tag="$1" dir="$here/standins/$2" ctx logf
+	shift 2
+	have_image "$tag" && { log "$tag exists, kept"; return 0; }
+	logf="$STACK_LOGS/standin-${tag//[:\/]/_}.log"
+	ctx=$(mktemp -d /tmp/standin-ctx.XXXXXX)
+	cp -p "$dir"/* "$@" "$ctx"/
+	log "building stand-in $tag (log: $logf)"
+	if ! docker build --network host --build-arg "BASE=$BASE_TAG" -t "$tag" "$ctx" >"$logf" 2>&1; then
+		tail -n 30 "$logf" >&2
+		rm -rf "$ctx"
+		die "building the stand-in $tag failed"
+	fi
+	rm -rf "$ctx"
+}
+
+main() {
+	[ -f "$CA_BUNDLE" ] || die "no CA bundle at $CA_BUNDLE"
+	mkdir -p "$STACK_LOGS"
+	# The busybox stand-in runs Debian's static busybox in an empty image (Debian's plain busybox
+	# package is dynamically linked and would not run there).
+	if ! have_image busybox:latest && ldd /bin/busybox >/dev/null 2>&1; then
+		log "installing busybox-static"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+	fi
+	build_base
+	build_standin python:3.13-slim python "$CA_BUNDLE"
+	build_standin postgres:17 postgres
+	build_standin busybox:latest busybox /bin/busybox
+}
+
+main "$@"
