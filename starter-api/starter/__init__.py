@@ -1,0 +1,76 @@
+"""starter-api: a REST service for medical procedure codes."""
+
+import os
+import secrets
+from collections.abc import Mapping
+
+from flask import Flask
+
+from . import cli, config, db, logconfig
+from .http import errors
+
+SECRET_KEY_FILE = "secret-key"
+
+
+def create_app(test_config=None):
+    """Create the app.
+
+    ``test_config`` may be a profile name, or a mapping laid over the testing
+    profile; by default the profile named by ``$FLASK_CONFIG`` is used.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    if isinstance(test_config, Mapping):
+        app.config.from_mapping(config.load("testing"))
+        app.config.from_mapping(test_config)
+    else:
+        app.config.from_mapping(config.load(test_config))
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
+        os.makedirs(app.instance_path, exist_ok=True)
+        path = os.path.join(app.instance_path, "starter.sqlite")
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
+    config.check_production(app.config)
+    logconfig.init_app(app)
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = _development_secret_key(app)
+
+    db.init_app(app)
+    errors.init_app(app)
+    cli.init_app(app)
+    _register_blueprints(app)
+    app.logger.info(
+        "starter-api ready: config=%s database=%s",
+        app.config["NAME"],
+        db.masked_url(app.config["SQLALCHEMY_DATABASE_URI"]),
+    )
+    return app
+
+
+def _register_blueprints(app):
+    from . import health, tokens
+    from .api import bp as api_bp
+
+    app.register_blueprint(api_bp)
+    app.register_blueprint(tokens.bp)
+    app.register_blueprint(health.bp)
+
+
+def _development_secret_key(app):
+    """Make up a key once and keep it in the instance folder, so tokens survive restarts."""
+    os.makedirs(app.instance_path, exist_ok=True)
+    path = os.path.join(app.instance_path, SECRET_KEY_FILE)
+    try:
+        with open(path) as f:
+            key = f.read().strip()
+    except FileNotFoundError:
+        key = ""
+    if not key:
+        key = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+    app.logger.warning(
+        "SECRET_KEY is not set: using a generated development key kept in %s"
+        " (set SECRET_KEY in production)",
+        path,
+    )
+    return key

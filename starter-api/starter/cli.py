@@ -1,0 +1,136 @@
+"""Management commands (``python manage.py ...`` or ``flask --app starter ...``).
+
+Every failure is a one-line ``Error: ...`` and exit status 1, never a traceback.
+"""
+
+import functools
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from . import db as database
+from .db import db
+from .models import PxCode, User, ValidationError
+
+
+def _database_command(command):
+    """Run ``command`` in an app context; an unreachable database is a one-line error."""
+
+    @functools.wraps(command)
+    @with_appcontext
+    def wrapped(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except OperationalError as exc:
+            db.session.rollback()
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise click.ClickException(f"database unavailable: {detail}") from None
+
+    return wrapped
+
+
+def _count_pxcodes():
+    return db.session.scalar(select(func.count()).select_from(PxCode))
+
+
+def _where():
+    return database.masked_url(current_app.config["SQLALCHEMY_DATABASE_URI"])
+
+
+def create_user(username, password):
+    """Add a user, or raise ``click.ClickException`` saying why not."""
+    try:
+        User.validate_username(username)
+    except ValidationError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not password:
+        raise click.ClickException("password must not be empty")
+    if User.by_username(username) is not None:
+        raise click.ClickException(f"user {username!r} already exists")
+    user = User(username=username)
+    user.password = password
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def load_sql_file(path):
+    """Run a SQL file in one transaction; return how many codes it added."""
+    try:
+        sql = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read {path}: {exc}") from None
+    before = _count_pxcodes()
+    db.session.commit()  # end the read transaction before the script's own
+    try:
+        database.run_sql_script(sql)
+    except database.SQLScriptError as exc:
+        raise click.ClickException(f"{path}: {exc} (nothing was loaded)") from None
+    return _count_pxcodes() - before
+
+
+@click.command("createdb")
+@_database_command
+def createdb_command():
+    """Drop and recreate the tables (all data is lost)."""
+    database.recreate_tables()
+    click.echo(f"Created empty tables starter_pxcodes, starter_users in {_where()}")
+
+
+@click.command("adduser")
+@click.argument("username")
+@click.argument("password", required=False)
+@_database_command
+def adduser_command(username, password):
+    """Add a user; the password is prompted for (twice) when omitted."""
+    if password is None:
+        password = click.prompt("Password", hide_input=True)
+        if click.prompt("Repeat for confirmation", hide_input=True) != password:
+            raise click.ClickException("the two passwords do not match")
+    create_user(username, password)
+    click.echo(f"User {username!r} added")
+
+
+@click.command("loaddata")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@_database_command
+def loaddata_command(path):
+    """Load a SQL file (default: data/starter_pxcodes.sql) into the configured database."""
+    path = path or str(database.STARTER_SQL)
+    added = load_sql_file(path)
+    click.echo(f"Loaded {path}: {added} codes added, {_count_pxcodes()} in starter_pxcodes")
+
+
+@click.command("bootstrap")
+@_database_command
+def bootstrap_command():
+    """Prepare the database for serving; safe to run on every start.
+
+    Waits for the database, creates missing tables (keeping data), loads the
+    starter codes into an empty table, and adds the user named by
+    STARTER_ADMIN_USERNAME / STARTER_ADMIN_PASSWORD when both are set.
+    """
+    config = current_app.config
+    timeout = config["DB_WAIT_TIMEOUT"]
+    click.echo(f"Waiting up to {timeout}s for {_where()}")
+    database.wait_for_database(timeout)
+    database.create_tables()
+    if _count_pxcodes() == 0:
+        added = load_sql_file(database.STARTER_SQL)
+        click.echo(f"Loaded {added} starter codes")
+    username = config["STARTER_ADMIN_USERNAME"]
+    password = config["STARTER_ADMIN_PASSWORD"]
+    if username and password and User.by_username(username) is None:
+        create_user(username, password)
+        click.echo(f"User {username!r} added")
+    click.echo(f"Database ready: {_count_pxcodes()} codes")
+
+
+def init_app(app):
+    """Register the management commands on ``app.cli``."""
+    for command in (createdb_command, adduser_command, loaddata_command, bootstrap_command):
+        app.cli.add_command(command)

@@ -1,0 +1,112 @@
+"""Configuration profiles, read from the environment (12-factor).
+
+``FLASK_CONFIG`` picks the profile (development, testing, production); every
+other setting comes from an environment variable with a safe default. Secrets
+have no default: production refuses to start without ``SECRET_KEY``.
+"""
+
+import os
+
+
+def _env_int(environ, name, default):
+    value = environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _env_bool(environ, name, default=False):
+    value = environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a configuration we can run with."""
+
+
+class Config:
+    """Settings shared by every profile."""
+
+    NAME = "base"
+    DEBUG = False
+    TESTING = False
+    # Werkzeug's current default (scrypt). Tests pick a cheaper method.
+    PASSWORD_HASH_METHOD = "scrypt"
+    # Reject request bodies above this size with 413 before reading them.
+    MAX_CONTENT_LENGTH = 64 * 1024
+    PAGE_SIZE_DEFAULT = 100
+    PAGE_SIZE_MAX = 100
+
+    @classmethod
+    def from_environ(cls, environ=os.environ):
+        """Return this profile's settings, overlaid with the environment's."""
+        settings = {k: v for k, v in vars(Config).items() if k.isupper()}
+        settings.update({k: v for k, v in vars(cls).items() if k.isupper()})
+        settings.update(
+            SECRET_KEY=environ.get("SECRET_KEY") or None,
+            SQLALCHEMY_DATABASE_URI=environ.get("DATABASE_URL") or None,
+            DEBUG=_env_bool(environ, "FLASK_DEBUG", cls.DEBUG),
+            LOG_DIR=environ.get("LOG_DIR") or None,
+            LOG_LEVEL=environ.get("LOG_LEVEL", "INFO").upper(),
+            TOKEN_EXPIRATION=_env_int(environ, "TOKEN_EXPIRATION", 600),
+            DB_CONNECT_TIMEOUT=_env_int(environ, "DB_CONNECT_TIMEOUT", 5),
+            DB_WAIT_TIMEOUT=_env_int(environ, "DB_WAIT_TIMEOUT", 60),
+            STARTER_ADMIN_USERNAME=environ.get("STARTER_ADMIN_USERNAME") or None,
+            STARTER_ADMIN_PASSWORD=environ.get("STARTER_ADMIN_PASSWORD") or None,
+        )
+        if "MAX_CONTENT_LENGTH" in environ:
+            settings["MAX_CONTENT_LENGTH"] = _env_int(
+                environ, "MAX_CONTENT_LENGTH", cls.MAX_CONTENT_LENGTH
+            )
+        return settings
+
+
+class DevelopmentConfig(Config):
+    """Local runs: a made-up secret key is allowed (and announced)."""
+
+    NAME = "development"
+
+
+class TestingConfig(Config):
+    """The test suite: cheap password hashing, exceptions propagate."""
+
+    NAME = "testing"
+    TESTING = True
+    PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
+
+
+class ProductionConfig(Config):
+    """The Docker image: a real SECRET_KEY is required and DEBUG is refused."""
+
+    NAME = "production"
+
+
+PROFILES = {
+    cls.NAME: cls for cls in (DevelopmentConfig, TestingConfig, ProductionConfig)
+}
+
+
+def load(name=None, environ=os.environ):
+    """Return the settings of profile ``name`` (default: ``$FLASK_CONFIG``)."""
+    name = name or environ.get("FLASK_CONFIG") or "development"
+    try:
+        profile = PROFILES[name]
+    except KeyError:
+        choices = ", ".join(sorted(PROFILES))
+        raise ConfigError(f"unknown FLASK_CONFIG {name!r} (choose {choices})") from None
+    return profile.from_environ(environ)
+
+
+def check_production(config):
+    """Refuse settings that must never reach production."""
+    if config["NAME"] != "production":
+        return
+    if not config.get("SECRET_KEY"):
+        raise ConfigError("production needs SECRET_KEY set in the environment")
+    if config.get("DEBUG"):
+        raise ConfigError("production refuses to run with FLASK_DEBUG on")

@@ -1,0 +1,1 @@
+"""HTTP mechanisms every endpoint shares: error bodies, conditional requests, pagination."""

@@ -1,0 +1,36 @@
+"""Logging: to stderr always, and to a rotating file when ``LOG_DIR`` is set."""
+
+import logging
+import logging.handlers
+import os
+import sys
+
+from flask.logging import default_handler
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FILE = "starter-api.log"
+
+
+def init_app(app):
+    """Give ``app.logger`` its handlers (once, even when the factory runs again)."""
+    logger = app.logger
+    logger.setLevel(app.config["LOG_LEVEL"])
+    for handler in list(logger.handlers):
+        if getattr(handler, "_starter", False):
+            logger.removeHandler(handler)
+            handler.close()
+    handlers = [logging.StreamHandler(sys.stderr)]
+    log_dir = app.config.get("LOG_DIR")
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                os.path.join(log_dir, LOG_FILE), maxBytes=10 * 2**20, backupCount=5
+            )
+        )
+    for handler in handlers:
+        handler._starter = True
+        handler.setFormatter(logging.Formatter(FORMAT))
+        logger.addHandler(handler)
+    # Flask's default stderr handler would print every line twice.
+    logger.removeHandler(default_handler)

@@ -1,0 +1,19 @@
+"""``/auth/request-token``: trade credentials for a short-lived signed token."""
+
+from flask import Blueprint, current_app, jsonify
+
+from .auth import auth, issue_token
+
+bp = Blueprint("tokens", __name__, url_prefix="/auth")
+
+
+@bp.get("/request-token")
+@auth.login_required
+def request_token():
+    response = jsonify(
+        token=issue_token(auth.current_user()),
+        expiration=current_app.config["TOKEN_EXPIRATION"],
+    )
+    # A credential: no cache may keep it.
+    response.headers["Cache-Control"] = "no-cache, no-store, max-age=0"
+    return response

@@ -1,0 +1,135 @@
+"""Fixtures: an app per database (SQLite and the real PostgreSQL), client, CLI runner, auth.
+
+PostgreSQL tests use a database they create on the server at
+``$TEST_POSTGRES_URL`` (default: 127.0.0.1:5432, user postgres) and drop at
+the end. Without a server they skip locally but fail in CI (``CI=true``).
+"""
+
+import base64
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from starter import create_app
+from starter.db import STARTER_SQL, db, run_sql_script
+from starter.models import User
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+USERNAME, PASSWORD = "alice", "wonderland"
+
+
+def _postgres_unavailable(reason):
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(f"PostgreSQL not reachable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """Create a throw-away database on the real server; drop it after the session."""
+    admin = create_engine(
+        POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
+    name = f"starter_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        _postgres_unavailable(str(exc.orig).strip())
+    yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'starter.sqlite'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def make_app(database_url, tmp_path):
+    """Return a factory of apps on a fresh, empty schema of the test database."""
+    apps = []
+
+    def make(**overrides):
+        settings = {
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "SECRET_KEY": "test-secret",
+            "LOG_DIR": None,
+        }
+        settings.update(overrides)
+        app = create_app(settings)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def empty_app(make_app):
+    """An app whose tables exist but hold nothing."""
+    app = make_app()
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    return app
+
+
+@pytest.fixture
+def app(empty_app):
+    """An app with the 100 starter codes and the user alice."""
+    with empty_app.app_context():
+        run_sql_script(STARTER_SQL.read_text())
+        user = User(username=USERNAME)
+        user.password = PASSWORD
+        db.session.add(user)
+        db.session.commit()
+    return empty_app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+class AuthActions:
+    """Credentials for requests: basic auth headers and tokens."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def basic(self, username=USERNAME, password=PASSWORD):
+        raw = f"{username}:{password}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+    def bearer(self, token):
+        return {"Authorization": f"Bearer {token}"}
+
+    def token(self, username=USERNAME, password=PASSWORD):
+        response = self._client.get("/auth/request-token", headers=self.basic(username, password))
+        assert response.status_code == 200, response.json
+        return response.json["token"]
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)

@@ -1,0 +1,147 @@
+"""The factory, configuration, health probes, error bodies and logging."""
+
+import logging
+
+import pytest
+
+from starter import create_app
+from starter.config import ConfigError, load
+
+
+def test_testing_profile(app):
+    assert app.testing
+    assert not app.debug
+
+
+def test_default_profile_is_development_with_debug_off(monkeypatch, tmp_path):
+    for name in ("FLASK_CONFIG", "FLASK_DEBUG", "SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/x.sqlite")
+    settings = load()
+    assert settings["NAME"] == "development"
+    assert settings["DEBUG"] is False
+
+
+def test_environment_is_read(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db/x")
+    monkeypatch.setenv("TOKEN_EXPIRATION", "60")
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    settings = load("development")
+    assert settings["SQLALCHEMY_DATABASE_URI"] == "postgresql://u:p@db/x"
+    assert settings["TOKEN_EXPIRATION"] == 60
+    assert settings["DEBUG"] is True
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FLASK_CONFIG": "staging"}, "unknown FLASK_CONFIG 'staging'"),
+        ({"TOKEN_EXPIRATION": "soon"}, "TOKEN_EXPIRATION must be an integer"),
+        ({"FLASK_CONFIG": "production", "SECRET_KEY": ""}, "production needs SECRET_KEY"),
+        ({"FLASK_CONFIG": "production", "SECRET_KEY": "k", "FLASK_DEBUG": "1"}, "refuses"),
+    ],
+)
+def test_bad_configuration_refuses_to_start(monkeypatch, tmp_path, env, message):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/x.sqlite")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        create_app()
+
+
+def test_development_makes_up_a_secret_key_once(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/x.sqlite")
+    monkeypatch.setattr("flask.Flask.auto_find_instance_path", lambda self: str(tmp_path / "inst"))
+    with caplog.at_level(logging.WARNING, logger="starter"):
+        first = create_app("development")
+    assert "SECRET_KEY is not set" in caplog.text
+    assert first.config["SECRET_KEY"] not in caplog.text
+    second = create_app("development")
+    assert first.config["SECRET_KEY"] == second.config["SECRET_KEY"]
+    assert len(first.config["SECRET_KEY"]) >= 32
+    assert (tmp_path / "inst" / "secret-key").stat().st_mode & 0o077 == 0
+
+
+def test_log_files_and_no_secrets_in_logs(make_app, tmp_path):
+    log_dir = tmp_path / "logs"
+    url = "postgresql+psycopg2://docker:hunter2@127.0.0.1:9/starter"
+    app = make_app(LOG_DIR=str(log_dir), SQLALCHEMY_DATABASE_URI=url, SECRET_KEY="topsecret")
+    client = app.test_client()
+    client.get("/api/v1.0/pxcodes/", auth=("alice", "wonderland"))  # the DB is down: 503, logged
+    logged = (log_dir / "starter-api.log").read_text()
+    assert "starter-api ready" in logged
+    assert "docker:***@127.0.0.1" in logged
+    for secret in ("hunter2", "topsecret", "wonderland"):
+        assert secret not in logged
+
+
+def test_healthz_needs_no_auth_and_no_database(make_app):
+    app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg2://x@127.0.0.1:9/x", DB_CONNECT_TIMEOUT=1)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_readyz(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ready"}
+
+
+def test_readyz_is_503_when_the_database_is_down(make_app):
+    app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg2://x@127.0.0.1:9/x", DB_CONNECT_TIMEOUT=1)
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["status"] == 503
+    assert response.headers["Retry-After"] == "1"
+
+
+def test_api_is_503_json_when_the_database_is_down(make_app):
+    app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg2://x@127.0.0.1:9/x", DB_CONNECT_TIMEOUT=1)
+    response = app.test_client().get("/api/v1.0/pxcodes/", auth=("alice", "wonderland"))
+    assert response.status_code == 503
+    assert response.json["error"] == "Service Unavailable"
+    assert response.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "status", "allow"),
+    [
+        ("DELETE", "/api/v1.0/pxcodes/", 405, "GET, HEAD, OPTIONS, POST"),
+        ("PUT", "/api/v1.0/pxcodes/039", 405, "GET, HEAD, OPTIONS"),
+        ("POST", "/healthz", 405, "GET, HEAD, OPTIONS"),
+        ("GET", "/nowhere", 404, None),
+    ],
+)
+def test_routing_errors_are_json(client, auth, method, url, status, allow):
+    response = client.open(url, method=method, headers=auth.basic())
+    assert response.status_code == status
+    assert response.content_type == "application/json"
+    assert response.json["status"] == status
+    if allow:
+        assert set(response.headers["Allow"].split(", ")) == set(allow.split(", "))
+
+
+def test_unexpected_errors_are_a_json_500_without_traceback(make_app, auth):
+    app = make_app(TESTING=False)
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.json == {
+        "status": 500,
+        "error": "Internal Server Error",
+        "message": response.json["message"],
+    }
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_trailing_slash_redirects_keep_working(client, auth):
+    response = client.get("/api/v1.0/pxcodes", headers=auth.basic())
+    assert response.status_code == 308
+    assert response.headers["Location"].endswith("/api/v1.0/pxcodes/")
