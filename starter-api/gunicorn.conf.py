@@ -1,0 +1,26 @@
+"""Gunicorn settings for the starter-api container, read from the environment.
+
+PORT (5000), GUNICORN_BIND (0.0.0.0:$PORT), WEB_CONCURRENCY (2 worker processes), GUNICORN_THREADS (4 threads per worker),
+GUNICORN_TIMEOUT (30 s), FORWARDED_ALLOW_IPS (127.0.0.1: the proxies trusted for X-Forwarded-*).
+"""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 20
+keepalive = 5
+
+# Logs go to the container's stdout/stderr (docker logs); the app writes its own files under LOG_DIR.
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+# Only a reverse proxy on these addresses may set X-Forwarded-For/-Proto (TLS terminates there).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Heartbeat files in memory, not on the container's overlay file system.
+worker_tmp_dir = "/dev/shm"
