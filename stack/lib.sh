@@ -8,7 +8,7 @@ STACK_VENV="$STACK_CACHE/venv"
 export DOCKER_CONFIG="${DOCKER_CONFIG:-$STACK_CACHE/docker-config}"
 # The Debian docker.io engine (20.10) has no BuildKit and this machine has no buildx: use the classic
 # builder everywhere (docker build and compose build alike).
-export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
+export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0 COMPOSE_BAKE=false
 
 ENGINE_PIDFILE="$STACK_CACHE/dockerd.pid"   # written only when we started the engine ourselves
 

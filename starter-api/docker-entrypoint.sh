@@ -13,6 +13,12 @@ if [ -n "${LOG_DIR:-}" ] && ! { mkdir -p "$LOG_DIR" 2>/dev/null && [ -w "$LOG_DI
 	unset LOG_DIR
 fi
 
+# libpq (psql, and the app when DATABASE_URL names no password) reads PGPASSWORD; .env names it
+# POSTGRES_PASSWORD.
+if [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
+	export PGPASSWORD="$POSTGRES_PASSWORD"
+fi
+
 if [ "${1:-gunicorn}" = gunicorn ]; then
 	[ "$#" -gt 0 ] || set -- gunicorn -c gunicorn.conf.py wsgi:app
 	python manage.py bootstrap
