@@ -89,7 +89,7 @@ wait_healthy() {
 	done
 }
 
-port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
+port_free() { [ -z "$(ss -Hltn "sport = :$1")" ]; }
 
 # http_get NAME ARGS...: one request with httpie from the tool venv; head and body go to $work/NAME.{head,body}.
 http_get() {
@@ -164,7 +164,7 @@ stack_started=1
 compose up -d
 wait_healthy postgres starter-api
 docker container inspect postgres_data >/dev/null || die "the data-only container postgres_data does not exist"
-if docker network ls --format '{{.Name}}' | grep -q '^flask-db-docker'; then
+if [[ "$(docker network ls --format '{{.Name}}')" == *flask-db-docker* ]]; then
 	die "a flask-db-docker network was created; the override must keep every service on the host network"
 fi
 log "postgres and starter-api healthy; postgres_data exists ($(docker container inspect -f '{{.State.Status}}' postgres_data))"
@@ -203,7 +203,8 @@ done
 docker volume inspect "$VOLUME" >/dev/null || die "volume $VOLUME did not survive down"
 compose up -d
 wait_healthy postgres starter-api
-docker logs postgres 2>&1 | grep -q 'skipping initialization' \
+docker logs postgres >"$work/postgres.log" 2>&1
+grep -q 'skipping initialization' "$work/postgres.log" \
 	|| die "postgres initialized a new cluster after down/up: the data did not survive"
 http_get again --auth admin:admin "$API/api/v1.0/pxcodes/"
 etag2=$(check_pxcodes again)

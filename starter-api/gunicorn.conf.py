@@ -24,3 +24,6 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Heartbeat files in memory, not on the container's overlay file system.
 worker_tmp_dir = "/dev/shm"
+
+# gunicorn's control socket (for `gunicornc`) defaults to $HOME/.gunicorn, and /app is not writable.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "/tmp/gunicorn/gunicorn.ctl")
