@@ -1,0 +1,603 @@
+"""Faults: the database goes away and comes back under a real gunicorn; concurrent writers.
+
+These tests start a PRIVATE PostgreSQL instance (``initdb`` + ``pg_ctl`` from the
+machine's binaries, its own data folder and port; never the shared server at
+5432) and a real gunicorn process (``gunicorn.conf.py``) in front of it, then
+stop and restart the database mid-traffic. Without the PostgreSQL binaries they
+skip locally but FAIL in CI (``CI=true``).
+
+Every wait is bounded: client timeouts on every request, deadlines on every loop.
+"""
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from starter import config, create_app
+from starter.db import STARTER_SQL, db, recreate_tables, run_sql_script
+from starter.models import User
+
+APP_ROOT = Path(__file__).resolve().parents[1]
+GUNICORN_CONF = APP_ROOT / "gunicorn.conf.py"
+ADMIN, ADMIN_PASSWORD = "fault-admin", "fault-password"
+# Client-side bounds: a request that takes longer than this is a hang.
+REQUEST_TIMEOUT = (3, 10)
+# The issue's promises, measured against a real server.
+MAX_503_LATENCY = 1.0  # seconds for any request answered while the database is down
+MAX_RECOVERY = 5.0  # seconds from the database accepting connections to the API answering 200
+
+
+def _in_ci():
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _unavailable(reason):
+    if _in_ci():
+        pytest.fail(f"fault tests need a private PostgreSQL in CI: {reason}")
+    pytest.skip(f"cannot start a private PostgreSQL: {reason}")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_bindir():
+    """The newest installed PostgreSQL server binaries (``$PG_BINDIR`` wins)."""
+    if os.environ.get("PG_BINDIR"):
+        return Path(os.environ["PG_BINDIR"])
+    candidates = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    if candidates:
+        best = max(candidates, key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+        return Path(best).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster: own data folder, own port, own socket folder.
+
+    initdb refuses to run as root, so as root every server command runs as the
+    ``postgres`` OS user (``runuser``) in a temporary folder that user owns.
+    """
+
+    def __init__(self, bindir):
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="starter-faults-pg-"))
+        self.data = self.root / "data"
+        self.socket_dir = self.root / "sock"
+        self.logfile = self.root / "postgres.log"
+        self.port = _free_port()
+        self.socket_dir.mkdir()
+        self._as_user = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            for path in (self.root, self.socket_dir):
+                os.chown(path, user.pw_uid, user.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, program, *args, timeout=60):
+        command = [*self._as_user, str(self.bindir / program), *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{program} failed ({result.returncode}): {result.stderr.strip()}\n{self.log_tail()}"
+            )
+        return result
+
+    def log_tail(self, lines=20):
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def init(self):
+        self._run(
+            "initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+            "--no-sync", "--no-instructions",
+        )
+
+    def start(self):
+        options = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
+            " -c max_connections=100 -c log_min_messages=warning"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options,
+                  "-w", "-t", "30", "start")
+
+    def stop(self, mode="fast"):
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
+
+    @property
+    def pid(self):
+        """The postmaster's PID, or None when it is not running."""
+        try:
+            return int((self.data / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def url(self, database="postgres"):
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+
+    def destroy(self):
+        pid = self.pid
+        if pid is not None:
+            try:
+                self.stop("immediate")
+            except (RuntimeError, subprocess.TimeoutExpired):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def private_postgres():
+    bindir = _postgres_bindir()
+    if bindir is None or not (bindir / "initdb").exists():
+        _unavailable("no initdb found (set PG_BINDIR)")
+    server = PrivatePostgres(bindir)
+    try:
+        server.init()
+        server.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError, KeyError) as exc:
+        server.destroy()
+        _unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="module")
+def fault_database(private_postgres):
+    """A database ``starter`` on the private server: tables, 100 starter codes, an admin."""
+    admin = create_engine(private_postgres.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text('CREATE DATABASE "starter"'))
+    admin.dispose()
+    url = private_postgres.url("starter")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x", "LOG_DIR": None})
+    with app.app_context():
+        recreate_tables()
+        run_sql_script(STARTER_SQL.read_text())
+        user = User(username=ADMIN)
+        if hasattr(User, "is_admin"):
+            user.is_admin = True
+        user.password = ADMIN_PASSWORD
+        db.session.add(user)
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    return url
+
+
+def rows(url, sql, **params):
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text(sql), params).all()
+    finally:
+        engine.dispose()
+
+
+class Gunicorn:
+    """A real gunicorn master (own process group) with ``gunicorn.conf.py``; stopped by PID."""
+
+    def __init__(self, database_url, tmp):
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.logfile = Path(tmp) / "gunicorn.log"
+        env = {
+            **os.environ,
+            "FLASK_CONFIG": "production",
+            "SECRET_KEY": "fault-test-secret",
+            "DATABASE_URL": database_url,
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": "2",
+            "GUNICORN_THREADS": "4",
+            "GUNICORN_TIMEOUT": "30",
+            "DB_CONNECT_TIMEOUT": "2",
+            "DB_STATEMENT_TIMEOUT": os.environ.get("FAULT_DB_STATEMENT_TIMEOUT", "2"),
+            # Traffic here is one user at test speed, not abuse.
+            "RATELIMIT_DEFAULT": "100000/second",
+            "RATELIMIT_ENABLED": "false",
+            "LOG_DIR": "",
+        }
+        command = [sys.executable, "-m", "gunicorn", "--chdir", str(APP_ROOT)]
+        if GUNICORN_CONF.exists():
+            command += ["-c", str(GUNICORN_CONF)]
+        else:
+            command += ["--bind", env["GUNICORN_BIND"], "--workers", "2",
+                        "--worker-class", "gthread", "--threads", "4"]
+        command.append("wsgi:app")
+        self._log = open(self.logfile, "wb")
+        self.process = subprocess.Popen(
+            command, cwd=APP_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.process.pid
+
+    def wait_ready(self, deadline=30):
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn not answering after {deadline}s:\n{self.log()}")
+
+    def log(self):
+        return self.logfile.read_text(errors="replace")
+
+    def stop(self):
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)  # the group this master leads
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def service(fault_database, tmp_path_factory):
+    server = Gunicorn(fault_database, tmp_path_factory.mktemp("gunicorn"))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def session(service):
+    """A keep-alive HTTP session holding a token (cheap auth per request)."""
+    s = requests.Session()
+    response = s.get(service.base + "/auth/request-token", auth=(ADMIN, ADMIN_PASSWORD),
+                     timeout=REQUEST_TIMEOUT)
+    assert response.status_code == 200, response.text
+    s.headers["Authorization"] = f"Bearer {response.json()['token']}"
+    return s
+
+
+def _new_session(session):
+    s = requests.Session()
+    s.headers["Authorization"] = session.headers["Authorization"]
+    return s
+
+
+def _assert_json_error(response, status):
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"status", "error", "message"}, body
+    assert body["status"] == status
+    assert "Traceback" not in response.text
+
+
+class Traffic:
+    """Reader and writer threads recording every request: (start, latency, status or error)."""
+
+    def __init__(self, service, session, prefix, writers=2, readers=2):
+        self.base = service.base
+        self.session = session
+        self.prefix = prefix
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.records = []  # (kind, started, latency, status, retry_after, json_ok)
+        self.created = {}  # pxcode -> (procedure, attempts, statuses)
+        self.failures = []
+        self.threads = [
+            threading.Thread(target=self._writer, args=(i,), daemon=True) for i in range(writers)
+        ] + [threading.Thread(target=self._reader, args=(i,), daemon=True) for i in range(readers)]
+
+    def _request(self, http, kind, method, path, **kwargs):
+        started = time.monotonic()
+        try:
+            response = http.request(method, self.base + path, timeout=REQUEST_TIMEOUT, **kwargs)
+        except requests.RequestException as exc:
+            with self.lock:
+                self.records.append((kind, started, time.monotonic() - started, type(exc).__name__, None, False))
+            return None
+        latency = time.monotonic() - started
+        json_ok = True
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                json_ok = set(body) == {"status", "error", "message"} and body["status"] == response.status_code
+            except ValueError:
+                json_ok = False
+        with self.lock:
+            self.records.append((kind, started, latency, response.status_code,
+                                 response.headers.get("Retry-After"), json_ok))
+        return response
+
+    def _writer(self, number):
+        http = _new_session(self.session)
+        i = 0
+        while not self.stop.is_set():
+            code = f"{self.prefix}{number}{i:04d}"
+            procedure = f"FAULT TEST {code}"
+            statuses = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                response = self._request(http, "write", "POST", "/api/v1.0/pxcodes/",
+                                         json={"pxcode": code, "procedure": procedure})
+                status = response.status_code if response is not None else "conn"
+                statuses.append(status)
+                if status in (201, 409):
+                    break
+                if status not in (503, "conn"):
+                    self.failures.append((code, statuses))
+                    break
+                time.sleep(0.1)
+            else:
+                self.failures.append((code, statuses + ["gave up"]))
+            with self.lock:
+                self.created[code] = (procedure, statuses)
+            i += 1
+            time.sleep(0.01)
+
+    def _reader(self, number):
+        http = _new_session(self.session)
+        paths = ["/api/v1.0/pxcodes/", "/api/v1.0/pxcodes/039", "/api/v1.0/pxcodes/?page=1&per_page=10"]
+        i = 0
+        while not self.stop.is_set():
+            self._request(http, "read", "GET", paths[(i + number) % len(paths)])
+            i += 1
+            time.sleep(0.005)
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=40)
+        assert not any(t.is_alive() for t in self.threads), "a client thread hung"
+
+
+def _wait_for(predicate, deadline):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _status(session, url):
+    try:
+        return session.get(url, timeout=REQUEST_TIMEOUT).status_code
+    except requests.RequestException:
+        return None
+
+
+def test_database_outage_gives_fast_503s_and_recovers_without_losing_writes(
+    private_postgres, fault_database, service, session
+):
+    base = service.base
+    assert _status(session, base + "/readyz") == 200
+
+    with Traffic(service, session, prefix="FO") as traffic:
+        time.sleep(1.5)  # traffic flowing against a healthy database
+        t_down = time.monotonic()
+        private_postgres.stop("immediate")
+        stopped_in = time.monotonic() - t_down
+
+        time.sleep(0.3)
+        ready = requests.get(base + "/readyz", timeout=REQUEST_TIMEOUT)
+        _assert_json_error(ready, 503)
+        assert ready.headers.get("Retry-After")
+        listed = session.get(base + "/api/v1.0/pxcodes/", timeout=REQUEST_TIMEOUT)
+        _assert_json_error(listed, 503)
+        assert listed.headers.get("Retry-After")
+
+        time.sleep(2.5)  # a sustained outage under traffic
+        t_up_begin = time.monotonic()
+        private_postgres.start()
+        t_up = time.monotonic()
+        recovered = _wait_for(
+            lambda: _status(session, base + "/readyz") == 200
+            and _status(session, base + "/api/v1.0/pxcodes/039") == 200,
+            deadline=MAX_RECOVERY + 5,
+        )
+        recovery = time.monotonic() - t_up
+        time.sleep(1.5)  # traffic flowing again after recovery
+
+    records = traffic.records
+    outage = [r for r in records if t_down + stopped_in < r[1] < t_up_begin]
+    statuses = {}
+    for r in records:
+        statuses[r[3]] = statuses.get(r[3], 0) + 1
+    print(f"\nstatuses: {statuses}; pg stop took {stopped_in:.2f}s; recovery {recovery:.2f}s")
+    if outage:
+        lat = sorted(r[2] for r in outage)
+        print(f"during the outage: {len(outage)} requests, latency p50 {lat[len(lat) // 2]:.3f}s"
+              f" max {lat[-1]:.3f}s")
+    after_stop = [r for r in records if r[1] >= t_down + stopped_in and r[3] == 503]
+    if after_stop:
+        print(f"first 503 answered {after_stop[0][1] + after_stop[0][2] - t_down:.3f}s after the stop began")
+
+    assert recovered, f"no recovery within {MAX_RECOVERY + 5}s:\n{service.log()[-3000:]}"
+    assert recovery <= MAX_RECOVERY, f"recovered only after {recovery:.2f}s"
+    assert not traffic.failures, traffic.failures[:10]
+    # No connection errors, no 5xx but 503, every error JSON, every 503 with Retry-After.
+    assert not [r for r in records if isinstance(r[3], str)], "connection errors (hung or dead worker)"
+    assert not [r for r in records if isinstance(r[3], int) and r[3] >= 500 and r[3] != 503]
+    assert all(r[5] for r in records), "an error response without the JSON error body"
+    assert all(r[4] for r in records if r[3] == 503), "a 503 without Retry-After"
+    # During the outage requests were answered (503), quickly.
+    assert len(outage) >= 10, f"too little traffic during the outage: {len(outage)}"
+    assert {r[3] for r in outage} <= {503}, {r[3] for r in outage}
+    slow = [r for r in outage if r[2] > MAX_503_LATENCY]
+    assert not slow, f"{len(slow)} requests took longer than {MAX_503_LATENCY}s: {max(r[2] for r in slow):.2f}s"
+    assert "WORKER TIMEOUT" not in service.log()
+    # Every write acknowledged or retried to completion is stored exactly once, none lost.
+    assert len(traffic.created) >= 20
+    found = dict(
+        rows(fault_database,
+             "SELECT pxcode, count(*) FROM starter_pxcodes WHERE pxcode LIKE 'FO%' GROUP BY pxcode")
+    )
+    assert found == {code: 1 for code in traffic.created}
+    titles = dict(rows(fault_database,
+                       "SELECT pxcode, procedure FROM starter_pxcodes WHERE pxcode LIKE 'FO%'"))
+    assert titles == {code: procedure for code, (procedure, _) in traffic.created.items()}
+    # A first attempt never meets 409 (that would be a write applied by someone else).
+    assert all(statuses[0] != 409 for _, statuses in traffic.created.values())
+    retried = sum(1 for _, s in traffic.created.values() if len(s) > 1)
+    print(f"writes: {len(traffic.created)}, retried through the outage: {retried}")
+    assert retried >= 1, "no write met the outage"
+    # The API reads back every code.
+    for code in list(traffic.created)[:: max(1, len(traffic.created) // 20)]:
+        assert session.get(f"{base}/api/v1.0/pxcodes/{code}", timeout=REQUEST_TIMEOUT).status_code == 200
+
+
+def test_service_started_with_the_database_down_recovers(private_postgres, service, session):
+    """Connections refused from the start (fresh workers' pools): 503 at once, then 200."""
+    base = service.base
+    private_postgres.stop("fast")
+    try:
+        for path in ("/readyz", "/api/v1.0/pxcodes/", "/auth/request-token"):
+            started = time.monotonic()
+            response = session.get(base + path, timeout=REQUEST_TIMEOUT)
+            assert time.monotonic() - started < MAX_503_LATENCY
+            _assert_json_error(response, 503)
+            assert response.headers["Retry-After"]
+        assert requests.get(base + "/healthz", timeout=REQUEST_TIMEOUT).status_code == 200
+    finally:
+        private_postgres.start()
+    t_up = time.monotonic()
+    assert _wait_for(lambda: _status(session, base + "/api/v1.0/pxcodes/") == 200, MAX_RECOVERY)
+    print(f"\nrecovered {time.monotonic() - t_up:.2f}s after the restart")
+
+
+@pytest.mark.parametrize("clients", [2, 8])
+def test_concurrent_creates_of_one_code_give_one_201(fault_database, service, session, clients):
+    base = service.base
+    results = {}
+    for round_ in range(10):
+        code = f"CC{clients}{round_:02d}"
+        barrier = threading.Barrier(clients)
+        statuses = []
+        lock = threading.Lock()
+
+        def create(i, code=code, barrier=barrier, statuses=statuses, lock=lock):
+            http = _new_session(session)
+            barrier.wait(timeout=10)
+            response = http.post(base + "/api/v1.0/pxcodes/",
+                                 json={"pxcode": code, "procedure": f"CLIENT {i}"},
+                                 timeout=REQUEST_TIMEOUT)
+            if response.status_code == 409:
+                _assert_json_error(response, 409)
+            with lock:
+                statuses.append(response.status_code)
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads)
+        assert sorted(statuses) == [201] + [409] * (clients - 1), statuses
+        results[code] = statuses
+    found = rows(fault_database,
+                 "SELECT pxcode, count(*) FROM starter_pxcodes WHERE pxcode LIKE :p GROUP BY pxcode",
+                 p=f"CC{clients}%")
+    assert dict(found) == {code: 1 for code in results}
+
+
+def _app_routes():
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://", "SECRET_KEY": "x", "LOG_DIR": None})
+    return {(rule.rule, method) for rule in app.url_map.iter_rules() for method in rule.methods}
+
+
+HAS_EDITS = ("/api/v1.0/pxcodes/<pxcode>", "PUT") in _app_routes()
+HAS_STATEMENT_TIMEOUT = "DB_STATEMENT_TIMEOUT" in config.load("testing", environ={})
+
+
+@pytest.mark.xfail(not HAS_EDITS, strict=True,
+                   reason="waiting for the lead: PUT/PATCH with If-Match (API surface commit)")
+def test_concurrent_edits_with_one_etag_give_one_200(fault_database, service, session):
+    """N editors holding the same ETag: exactly one write wins, the rest get 412 (no lost update)."""
+    base = service.base
+    clients = 8
+    for round_ in range(10):
+        code = f"CE{round_:02d}"
+        created = session.post(base + "/api/v1.0/pxcodes/", json={"pxcode": code, "procedure": "ORIGINAL"},
+                               timeout=REQUEST_TIMEOUT)
+        assert created.status_code == 201, created.text
+        etag = created.headers["ETag"]
+        barrier = threading.Barrier(clients)
+        outcomes = []
+        lock = threading.Lock()
+
+        def edit(i, code=code, etag=etag, barrier=barrier, outcomes=outcomes, lock=lock):
+            http = _new_session(session)
+            method = "PUT" if i % 2 else "PATCH"
+            barrier.wait(timeout=10)
+            response = http.request(method, f"{base}/api/v1.0/pxcodes/{code}",
+                                    json={"procedure": f"EDITOR {i}"}, headers={"If-Match": etag},
+                                    timeout=REQUEST_TIMEOUT)
+            with lock:
+                outcomes.append((i, response.status_code))
+
+        threads = [threading.Thread(target=edit, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        statuses = sorted(s for _, s in outcomes)
+        assert statuses == [200] + [412] * (clients - 1), (code, outcomes)
+        winner = next(i for i, s in outcomes if s == 200)
+        stored = rows(fault_database, "SELECT procedure FROM starter_pxcodes WHERE pxcode = :c", c=code)
+        assert stored == [(f"EDITOR {winner}",)]
+
+
+@pytest.mark.xfail(not HAS_STATEMENT_TIMEOUT, strict=True,
+                   reason="waiting for the lead: DB_STATEMENT_TIMEOUT (a query behind a lock hangs)")
+def test_locked_table_answers_503_within_the_statement_timeout(private_postgres, fault_database, service, session):
+    """A query stuck behind a lock is cancelled by the statement timeout: 503, no hung worker."""
+    base = service.base
+    engine = create_engine(fault_database)
+    try:
+        with engine.connect() as locker:
+            locker.execute(text("LOCK TABLE starter_pxcodes IN ACCESS EXCLUSIVE MODE"))
+            started = time.monotonic()
+            try:
+                response = session.get(base + "/api/v1.0/pxcodes/", timeout=(3, 8))
+            except requests.Timeout:
+                pytest.fail("the request hung behind a lock: no statement timeout")
+            finally:
+                locker.rollback()
+            elapsed = time.monotonic() - started
+    finally:
+        engine.dispose()
+    _assert_json_error(response, 503)
+    assert response.headers["Retry-After"]
+    print(f"\nlocked table: 503 after {elapsed:.2f}s (DB_STATEMENT_TIMEOUT=2)")
+    assert elapsed < 2 + 1.5
+    assert _status(session, base + "/api/v1.0/pxcodes/") == 200
