@@ -189,7 +189,7 @@ http_get noauth "$API/api/v1.0/pxcodes/"
 # The seed's `docker run --rm -ti ... starter-api /bin/sh` form: another command replaces the server,
 # and the image's PG* defaults plus POSTGRES_PASSWORD from the env file reach the database.
 docker run --rm --network host --env-file "$envfile" -e PGHOST=localhost -e PGPORT="$STACK_PG_PORT" \
-	starter-api sh -c 'python manage.py loaddata && psql -Atc "SELECT count(*) FROM starter_users"' \
+	starter-api sh -c 'python manage.py loaddata && echo "starter_users: $(psql -Atc "SELECT count(*) FROM starter_users")"' \
 	>"$work/run.out" || die "docker run starter-api sh -c '...' failed"
 sed 's/^/  /' "$work/run.out" >&2
 [ -s "$STACK_LOG_DIR/starter-api.log" ] || die "starter-api wrote no log file to its LOG_DIR bind mount"

@@ -9,7 +9,7 @@ set -eu
 # cannot write (docker creates a missing ./logs as root) would stop the app: log to stderr only instead.
 if [ -n "${LOG_DIR:-}" ] && ! { mkdir -p "$LOG_DIR" 2>/dev/null && [ -w "$LOG_DIR" ]; }; then
 	echo "docker-entrypoint: warning: LOG_DIR $LOG_DIR is not writable by uid $(id -u);" \
-		"logging to stderr only (on the host: mkdir -p logs && chmod a+rwx logs, or make logs)" >&2
+		"logging to stderr only (on the host: mkdir -p logs && chmod a+rwx logs; make up does it)" >&2
 	unset LOG_DIR
 fi
 
