@@ -1,0 +1,500 @@
+#!/usr/bin/env python3
+"""Hold N concurrent clients for T seconds on a mixed read/write workload; print the figures.
+
+    starter-api/.venv/bin/python bench/load_mixed.py                  # 64 clients, 60 s, own server
+    starter-api/.venv/bin/python bench/load_mixed.py -c 16 -d 10      # a quick run
+    starter-api/.venv/bin/python bench/load_mixed.py --url http://127.0.0.1:5000 \\
+        --admin admin:admin --reader admin:admin                      # against a running server
+
+Without ``--url`` it starts its own service: a fresh database ``starter_load_<random>`` on the
+PostgreSQL server at ``--pg`` (127.0.0.1:5432), ``manage.py createdb``, ``adduser --admin``,
+reader users, ``loaddata``, then gunicorn with ``starter-api/gunicorn.conf.py`` on a free port
+(production profile). At the end gunicorn is stopped by its PID and the database dropped.
+
+The workload (weights with ``--mix``): item reads and list pages, a share of them revalidated
+with ``If-None-Match`` from the client's ETag cache (304), searches (``q``, ``code``, ``sort``,
+when the server has them), and admin writes: creates, PUT/PATCH with ``If-Match``, deletes with
+``If-Match``. Clients authenticate with tokens (``/auth/request-token`` once each), as a real
+client would; basic auth costs a password hash per request.
+
+Prints requests, requests/s, answers by status, connection errors, p50/p90/p99/max latency
+overall and per operation. Exit status 1 when there was any 5xx or connection error (the target
+is zero of both). Standard library only (runs with the service's virtualenv).
+"""
+
+import argparse
+import base64
+import collections
+import http.client
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+APP_DIR = REPO / "starter-api"
+API = "/api/v1.0/pxcodes/"
+WORDS = ["PROCEDURES", "DISORDERS", "W/O", "MCC", "CC", "SYSTEM", "HEART", "KIDNEY", "SPINAL",
+         "FUSION", "INFECTIONS", "TRANSPLANT", "MAJOR", "NERVOUS", "VALVE", "CARDIAC", "HIP"]
+DEFAULT_MIX = "item=30,item_cached=12,list=15,list_cached=6,search=17,create=8,update=8,delete=4"
+
+
+# ----------------------------------------------------------------------------- the server
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OwnServer:
+    """A fresh database on the shared PostgreSQL and a gunicorn in front of it (by PID)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.dbname = f"starter_load_{secrets.token_hex(4)}"
+        self.admin_url = f"postgresql+psycopg2://postgres@{args.pg}/postgres"
+        self.url = f"postgresql+psycopg2://postgres@{args.pg}/{self.dbname}"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="starter-load-"))
+        self.log_path = self.tmp / "gunicorn.log"
+        self.process = None
+        self.admin = ("load-admin", secrets.token_urlsafe(12))
+        self.readers = [(f"load-reader{i}", secrets.token_urlsafe(12)) for i in range(args.readers)]
+        self.env = {
+            **os.environ,
+            "FLASK_CONFIG": "production",
+            "SECRET_KEY": secrets.token_urlsafe(32),
+            "DATABASE_URL": self.url,
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "LOG_DIR": "",
+            "LOG_LEVEL": "WARNING",
+        }
+        for item in args.env:
+            key, _, value = item.partition("=")
+            self.env[key] = value
+
+    def _sql(self, statement):
+        from sqlalchemy import create_engine, text  # the service's virtualenv has it
+
+        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                connection.execute(text(statement))
+        finally:
+            engine.dispose()
+
+    def _manage(self, *argv, check=True):
+        result = subprocess.run([sys.executable, "manage.py", *argv], cwd=self.args.app_dir, env=self.env,
+                                capture_output=True, text=True, timeout=120)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"manage.py {argv[0]} failed: {result.stderr.strip()}")
+        return result
+
+    def start(self):
+        t0 = time.monotonic()
+        self._sql(f'CREATE DATABASE "{self.dbname}"')
+        self._manage("createdb")
+        name, password = self.admin
+        result = self._manage("adduser", "--admin", name, password, check=False)
+        if result.returncode != 0:
+            if "--admin" not in result.stderr and "No such option" not in result.stderr:
+                raise RuntimeError(f"adduser --admin failed: {result.stderr.strip()}")
+            print("note: this server has no `adduser --admin` yet; the write user is a plain user")
+            self._manage("adduser", name, password)
+        for reader, password in self.readers:
+            self._manage("adduser", reader, password)
+        self._manage("loaddata")
+        app_dir = Path(self.args.app_dir)
+        command = [sys.executable, "-m", "gunicorn", "-c", str(app_dir / "gunicorn.conf.py"), "wsgi:app"]
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(command, cwd=app_dir, env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited {self.process.returncode}: see {self.log_path}")
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                connection.request("GET", "/readyz")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"gunicorn not ready after 30 s: see {self.log_path}")
+        print(f"server: gunicorn PID {self.process.pid} on {self.base}, database {self.dbname}"
+              f" (ready in {time.monotonic() - t0:.1f}s), log {self.log_path}")
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)  # the group this gunicorn leads
+                self.process.wait(timeout=10)
+        if self.process is not None:
+            self._log.close()
+        try:
+            self._sql(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+        except Exception as exc:  # noqa: BLE001 - report, never mask the figures
+            print(f"warning: could not drop {self.dbname}: {exc}")
+
+    def worker_timeouts(self):
+        try:
+            return self.log_path.read_text(errors="replace").count("WORKER TIMEOUT")
+        except OSError:
+            return 0
+
+
+# ----------------------------------------------------------------------------- the clients
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.latency = collections.defaultdict(list)  # op -> [seconds]
+        self.status = collections.Counter()  # status -> n
+        self.by_op = collections.defaultdict(collections.Counter)  # op -> status -> n
+        self.conn_errors = collections.Counter()  # exception name -> n
+        self.samples_5xx = []
+
+    def add(self, op, status, seconds, body=b""):
+        with self.lock:
+            self.latency[op].append(seconds)
+            self.status[status] += 1
+            self.by_op[op][status] += 1
+            if status >= 500 and len(self.samples_5xx) < 5:
+                self.samples_5xx.append((op, status, body[:300]))
+
+    def error(self, op, exc):
+        with self.lock:
+            self.conn_errors[type(exc).__name__] += 1
+            self.by_op[op]["conn"] += 1
+
+
+class Client(threading.Thread):
+    """One keep-alive connection, its own ETag cache, a weighted random mix of operations."""
+
+    def __init__(self, number, base, token, admin_token, mix, stats, stop, features, codes, created,
+                 created_lock, seed):
+        super().__init__(daemon=True)
+        parsed = urllib.parse.urlsplit(base)
+        self.host, self.port = parsed.hostname, parsed.port or 80
+        self.number = number
+        self.token, self.admin_token = token, admin_token
+        self.ops, self.weights = zip(*mix.items())
+        self.stats, self.stop, self.features = stats, stop, features
+        self.codes, self.created, self.created_lock = codes, created, created_lock
+        self.random = random.Random(seed)
+        self.etags = {}  # path -> etag
+        self.connection = None
+        self.serial = 0
+
+    def _connect(self):
+        self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+
+    def request(self, op, method, path, body=None, headers=None, admin=False):
+        headers = dict(headers or {})
+        headers["Authorization"] = f"Bearer {self.admin_token if admin else self.token}"
+        if body is not None:
+            body = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            if self.connection is None:
+                self._connect()
+            started = time.perf_counter()
+            try:
+                self.connection.request(method, path, body=body, headers=headers)
+                response = self.connection.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.connection.close()
+                self.connection = None
+                # A keep-alive connection the server closed while idle is retried once, on a
+                # fresh connection, like every HTTP client does; anything else is counted.
+                if attempt == 1 and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError,
+                                                     ConnectionResetError)) and method in ("GET", "HEAD"):
+                    continue
+                self.stats.error(op, exc)
+                return None, None, None
+            elapsed = time.perf_counter() - started
+            self.stats.add(op, response.status, elapsed, data if response.status >= 500 else b"")
+            if response.getheader("Connection", "").lower() == "close":
+                self.connection.close()
+                self.connection = None
+            return response.status, response, data
+        return None, None, None
+
+    def pick_code(self):
+        return self.random.choice(self.codes)
+
+    def run(self):
+        while not self.stop.is_set():
+            op = self.random.choices(self.ops, self.weights)[0]
+            getattr(self, "op_" + op)(op)
+
+    # reads
+    def _get(self, op, path, revalidate):
+        headers = {}
+        if revalidate and path in self.etags:
+            headers["If-None-Match"] = self.etags[path]
+        status, response, _ = self.request(op, "GET", path, headers=headers)
+        if status == 200 and response.getheader("ETag"):
+            self.etags[path] = response.getheader("ETag")
+
+    def op_item(self, op):
+        self._get(op, API + self.pick_code(), revalidate=False)
+
+    def _cached_path(self, list_pages):
+        """A path this client holds an ETag for (a revalidation), else None."""
+        paths = [p for p in self.etags if p.startswith(API + "?page=" if list_pages else API)
+                 and (list_pages or "?" not in p)]
+        return self.random.choice(paths) if paths else None
+
+    def op_item_cached(self, op):
+        path = self._cached_path(False) if self.random.random() < 0.8 else None
+        self._get(op, path or API + self.pick_code(), revalidate=True)
+
+    def _list_path(self):
+        per_page = self.random.choice([10, 20, 50, 100])
+        pages = max(1, -(-len(self.codes) // per_page))
+        return f"{API}?page={self.random.randint(1, pages)}&per_page={per_page}"
+
+    def op_list(self, op):
+        self._get(op, self._list_path(), revalidate=False)
+
+    def op_list_cached(self, op):
+        path = self._cached_path(True) if self.random.random() < 0.8 else None
+        self._get(op, path or self._list_path(), revalidate=True)
+
+    def op_search(self, op):
+        if "search" not in self.features:
+            return self.op_list(op)
+        kind = self.random.random()
+        if kind < 0.5:
+            query = {"q": self.random.choice(WORDS)}
+        elif kind < 0.8:
+            query = {"code": self.random.choice("0123456789")}
+        else:
+            query = {"sort": self.random.choice(["pxcode", "-pxcode", "procedure", "-procedure"])}
+        query["per_page"] = self.random.choice([10, 50])
+        self._get(op, API + "?" + urllib.parse.urlencode(query), revalidate=self.random.random() < 0.3)
+
+    # writes (the admin token)
+    def op_create(self, op):
+        self.serial += 1
+        code = f"L{self.number:02d}{self.serial:05d}"[:10]
+        status, response, _ = self.request(
+            op, "POST", API, body={"pxcode": code, "procedure": f"LOAD TEST {self.random.choice(WORDS)}"},
+            admin=True)
+        if status == 201:
+            with self.created_lock:
+                self.created.append(code)
+
+    def _own_code(self):
+        with self.created_lock:
+            return self.random.choice(self.created) if self.created else None
+
+    def op_update(self, op):
+        if "edits" not in self.features:
+            return self.op_create(op)
+        code = self._own_code()
+        if code is None:
+            return self.op_create(op)
+        status, response, _ = self.request(op + "_get", "GET", API + code, admin=True)
+        if status != 200:
+            return
+        method = self.random.choice(["PUT", "PATCH"])
+        self.request(op, method, API + code, body={"procedure": f"UPDATED {self.random.choice(WORDS)}"},
+                     headers={"If-Match": response.getheader("ETag")}, admin=True)
+
+    def op_delete(self, op):
+        if "edits" not in self.features:
+            return self.op_item(op)
+        code = self._own_code()
+        if code is None:
+            return self.op_create(op)
+        status, response, _ = self.request(op + "_get", "GET", API + code, admin=True)
+        if status != 200:
+            return
+        status, _, _ = self.request(op, "DELETE", API + code, headers={"If-Match": response.getheader("ETag")},
+                                    admin=True)
+        if status == 204:
+            with self.created_lock:
+                if code in self.created:
+                    self.created.remove(code)
+
+
+# ----------------------------------------------------------------------------- the run
+
+def get_token(base, user, password):
+    parsed = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=30)
+    raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+    connection.request("GET", "/auth/request-token", headers={"Authorization": f"Basic {raw}"})
+    response = connection.getresponse()
+    data = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"cannot get a token for {user}: {response.status} {data[:200]!r}")
+    return json.loads(data)["token"]
+
+
+def probe(base, token):
+    """Which of the API's optional features this server has; and the codes it holds."""
+    parsed = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def get(path):
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+
+    features = set()
+    status, data = get(API + "?q=HEART")
+    _, everything = get(API)
+    if status == 200 and json.loads(data)["meta"]["total"] < json.loads(everything)["meta"]["total"]:
+        features.add("search")
+    connection.request("PUT", API + "NO-SUCH-CODE", body=b"{}", headers={**headers, "Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    if response.status != 405:
+        features.add("edits")
+    codes, page = [], 1
+    while True:
+        status, data = get(f"{API}?per_page=100&page={page}")
+        if status != 200:
+            break
+        body = json.loads(data)
+        codes += [item["pxcode"] for item in body["items"]]
+        if not body["meta"]["next"]:
+            break
+        page += 1
+    return features, codes
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def report(stats, elapsed, args, features, server):
+    every = [x for v in stats.latency.values() for x in v]
+    total = len(every)
+    conn = sum(stats.conn_errors.values())
+    n5xx = sum(n for s, n in stats.status.items() if s >= 500)
+    lines = [
+        f"clients {args.clients}, duration {elapsed:.1f}s, features {sorted(features) or '-'}",
+        f"requests {total} ({total / elapsed:.0f}/s), connection errors {conn}"
+        + (f" {dict(stats.conn_errors)}" if conn else "") + f", 5xx {n5xx}",
+        "by status: " + ", ".join(f"{s}: {n}" for s, n in sorted(stats.status.items())),
+        f"latency ms: p50 {percentile(every, 50) * 1e3:.1f}  p90 {percentile(every, 90) * 1e3:.1f}"
+        f"  p99 {percentile(every, 99) * 1e3:.1f}  max {max(every, default=0) * 1e3:.1f}",
+        f"{'operation':<14}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}  statuses",
+    ]
+    for op in sorted(stats.by_op):
+        values = stats.latency.get(op, [])
+        statuses = ", ".join(f"{s}: {n}" for s, n in sorted(stats.by_op[op].items(), key=str))
+        lines.append(f"{op:<14}{len(values):>9}{percentile(values, 50) * 1e3:>9.1f}"
+                     f"{percentile(values, 99) * 1e3:>9.1f}  {statuses}")
+    if server is not None:
+        lines.append(f"gunicorn WORKER TIMEOUTs: {server.worker_timeouts()}")
+    for op, status, body in stats.samples_5xx:
+        lines.append(f"5xx sample: {op} {status} {body!r}")
+    ok = n5xx == 0 and conn == 0
+    lines.append("TARGET MET: zero 5xx, zero connection errors" if ok else "TARGET MISSED")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "clients": args.clients, "duration": elapsed, "requests": total, "rps": total / elapsed,
+            "status": {str(k): v for k, v in stats.status.items()}, "connection_errors": conn,
+            "p50_ms": percentile(every, 50) * 1e3, "p99_ms": percentile(every, 99) * 1e3,
+        }, indent=2))
+    return ok
+
+
+def parse_mix(text):
+    mix = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        if not hasattr(Client, "op_" + name.strip()):
+            raise argparse.ArgumentTypeError(f"unknown operation {name!r}")
+        mix[name.strip()] = float(weight)
+    return mix
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--clients", type=int, default=64)
+    parser.add_argument("-d", "--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--mix", type=parse_mix, default=parse_mix(DEFAULT_MIX), help=DEFAULT_MIX)
+    parser.add_argument("--url", help="an already running server (skip starting one)")
+    parser.add_argument("--admin", default=None, help="USER:PASSWORD of an admin (with --url)")
+    parser.add_argument("--reader", action="append", default=[], help="USER:PASSWORD of a reader (with --url)")
+    parser.add_argument("--readers", type=int, default=4, help="reader users the own server gets")
+    parser.add_argument("--pg", default="127.0.0.1:5432", help="PostgreSQL host:port for the own server")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the own server (repeat)")
+    parser.add_argument("--app-dir", default=str(APP_DIR), help="the starter-api folder to serve")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", help="also write the summary figures to this file")
+    args = parser.parse_args(argv)
+
+    server = None
+    try:
+        if args.url:
+            base = args.url.rstrip("/")
+            if not args.admin:
+                parser.error("--url needs --admin USER:PASSWORD")
+            admin = tuple(args.admin.split(":", 1))
+            readers = [tuple(r.split(":", 1)) for r in args.reader] or [admin]
+        else:
+            server = OwnServer(args)
+            server.start()
+            base, admin, readers = server.base, server.admin, server.readers or [server.admin]
+        admin_token = get_token(base, *admin)
+        reader_tokens = [get_token(base, *r) for r in readers]
+        features, codes = probe(base, admin_token)
+        if not codes:
+            raise RuntimeError("the server holds no codes to read")
+        stats, stop = Stats(), threading.Event()
+        created, created_lock = [], threading.Lock()
+        clients = [
+            Client(i, base, reader_tokens[i % len(reader_tokens)], admin_token, args.mix, stats, stop,
+                   features, codes, created, created_lock, seed=args.seed * 1000 + i)
+            for i in range(args.clients)
+        ]
+        print(f"load: {args.clients} clients for {args.duration:.0f}s against {base} ...", flush=True)
+        started = time.monotonic()
+        for client in clients:
+            client.start()
+        try:
+            time.sleep(args.duration)
+        except KeyboardInterrupt:
+            print("interrupted")
+        stop.set()
+        elapsed = time.monotonic() - started
+        for client in clients:
+            client.join(timeout=60)
+        ok = report(stats, elapsed, args, features, server)
+    finally:
+        if server is not None:
+            server.stop()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
