@@ -30,6 +30,9 @@ export STACK_LOG_DIR="$work/logs"      # starter-api's /app/logs, instead of ./l
 envfile="$work/stack.env"
 stack_started=0
 
+passed=0
+ok() { passed=$((passed + 1)); log "ok: $*"; }
+
 compose() {
 	docker compose --env-file "$envfile" --project-directory "$repo" \
 		-f "$repo/docker-compose.yml" -f "$repo/docker-compose.hostnet.yml" "$@"
@@ -58,12 +61,15 @@ finish() {
 			|| { cat "$work/down.log" >&2; rc=1; }
 		if docker volume inspect "$VOLUME" >/dev/null 2>&1; then
 			log "volume $VOLUME still exists after down -v"; rc=1
+		elif [ "$rc" -eq 0 ]; then
+			ok "down -v removed the containers and the volume $VOLUME"
 		fi
 	fi
 	stop_engine
 	rm -rf "$work"
 	print_timings
 	if [ "$rc" -eq 0 ]; then log "stack test passed"; else log "stack test FAILED"; fi
+	printf 'stack: %d passed, %d failed\n' "$passed" "$((rc != 0))"
 	exit "$rc"
 }
 trap finish EXIT
@@ -144,16 +150,16 @@ for f in "${dockerfiles[@]}"; do
 	(cd "$repo" && "$STACK_VENV/bin/hadolint" --config .hadolint.yaml --no-color "$f") \
 		|| die "hadolint: $f"
 done
-log "hadolint: ${#dockerfiles[@]} Dockerfiles clean (${dockerfiles[*]})"
+ok "hadolint: ${#dockerfiles[@]} Dockerfiles clean (${dockerfiles[*]})"
 docker compose --env-file "$envfile" --project-directory "$repo" -f "$repo/docker-compose.yml" config -q \
 	|| die "docker compose config: docker-compose.yml"
 compose config -q || die "docker compose config: docker-compose.yml + docker-compose.hostnet.yml"
-log "docker compose config: docker-compose.yml and the host-network override are valid"
+ok "docker compose config: docker-compose.yml and the host-network override are valid"
 
 phase "build project images"
 compose build >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; die "docker compose build"; }
 cp "$work/build.log" "$STACK_LOGS/compose-build.log"
-log "built db/postgres_datastore, db/postgres, starter-api (log: $STACK_LOGS/compose-build.log)"
+ok "built db/postgres_datastore, db/postgres, starter-api (log: $STACK_LOGS/compose-build.log)"
 
 phase "up"
 port_free "$STACK_PG_PORT" || die "port $STACK_PG_PORT is taken (set STACK_PG_PORT)"
@@ -167,7 +173,7 @@ docker container inspect postgres_data >/dev/null || die "the data-only containe
 if [[ "$(docker network ls --format '{{.Name}}')" == *flask-db-docker* ]]; then
 	die "a flask-db-docker network was created; the override must keep every service on the host network"
 fi
-log "postgres and starter-api healthy; postgres_data exists ($(docker container inspect -f '{{.State.Status}}' postgres_data))"
+ok "postgres and starter-api healthy; postgres_data exists ($(docker container inspect -f '{{.State.Status}}' postgres_data))"
 
 phase "seed flow"
 compose exec -T starter-api python manage.py createdb
@@ -176,24 +182,29 @@ compose exec -T starter-api python manage.py adduser admin admin
 compose exec -T starter-api sh -c 'psql -h localhost -U docker starter < data/starter_pxcodes.sql'
 count=$(compose exec -T starter-api psql -Atc 'SELECT count(*) FROM starter_pxcodes')
 [ "$count" = 100 ] || die "starter_pxcodes holds $count rows after the import, expected 100"
+ok "createdb, adduser admin admin, psql -h localhost -U docker starter < data/starter_pxcodes.sql: 100 codes"
 log "http --auth admin:admin $API/api/v1.0/pxcodes/"
 http_get first --auth admin:admin "$API/api/v1.0/pxcodes/"
 sed 's/^/  /' "$work/first.head" >&2
 etag=$(check_pxcodes first)
+ok "GET /api/v1.0/pxcodes/ as admin: 200, total 100, items 039 then 057, ETag $etag"
 http_get cached --auth admin:admin "$API/api/v1.0/pxcodes/" "If-None-Match:$etag"
 [ "$(status_of cached)" = 304 ] || die "If-None-Match $etag: HTTP $(status_of cached), expected 304"
 [ ! -s "$work/cached.body" ] || die "the 304 response has a body"
-log "If-None-Match $etag -> 304 Not Modified"
+ok "If-None-Match $etag -> 304 Not Modified"
 http_get noauth "$API/api/v1.0/pxcodes/"
 [ "$(status_of noauth)" = 401 ] || die "without credentials: HTTP $(status_of noauth), expected 401"
+ok "without credentials: 401"
 # The seed's `docker run --rm -ti ... starter-api /bin/sh` form: another command replaces the server,
 # and the image's PG* defaults plus POSTGRES_PASSWORD from the env file reach the database.
 docker run --rm --network host --env-file "$envfile" -e PGHOST=localhost -e PGPORT="$STACK_PG_PORT" \
 	starter-api sh -c 'python manage.py loaddata && echo "starter_users: $(psql -Atc "SELECT count(*) FROM starter_users")"' \
 	>"$work/run.out" || die "docker run starter-api sh -c '...' failed"
 sed 's/^/  /' "$work/run.out" >&2
+grep -q '^starter_users: 1$' "$work/run.out" || die "docker run starter-api: expected one user"
+ok "docker run starter-api sh -c 'python manage.py loaddata && psql ...': the image's own PG* defaults work"
 [ -s "$STACK_LOG_DIR/starter-api.log" ] || die "starter-api wrote no log file to its LOG_DIR bind mount"
-log "starter-api logs to the host folder: $(wc -l <"$STACK_LOG_DIR/starter-api.log") lines in starter-api.log"
+ok "starter-api logs to the host folder: $(wc -l <"$STACK_LOG_DIR/starter-api.log") lines in starter-api.log"
 
 phase "down + up (data survives)"
 compose down --timeout 20
@@ -209,4 +220,4 @@ grep -q 'skipping initialization' "$work/postgres.log" \
 http_get again --auth admin:admin "$API/api/v1.0/pxcodes/"
 etag2=$(check_pxcodes again)
 [ "$etag2" = "$etag" ] || die "ETag changed across down/up ($etag -> $etag2)"
-log "after down + up: user admin (made by adduser, not by bootstrap) still logs in; same 100 codes, same ETag"
+ok "after down + up: user admin (made by adduser, not by bootstrap) still logs in; same 100 codes, same ETag"
