@@ -263,40 +263,52 @@ def _copy_rows(cursor, table, rows, progress):
 
 def _load_postgresql(connection, rows, replace, progress):
     table = PxCode.__tablename__
+    staging = "starter_pxcodes_import"
     cursor = connection.connection.driver_connection.cursor()
     result = ImportResult()
+    # A bulk load is allowed to outlast the service's per-request statement timeout.
+    cursor.execute("SET LOCAL statement_timeout = 0")
     # Writers wait for the import (readers do not): the counts stay exact.
     cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
-    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {table})")
-    if not cursor.fetchone()[0]:
+    cursor.execute(f"SELECT count(*) FROM {table}")
+    existing = cursor.fetchone()[0]
+    if existing == 0:
         # Empty table: every row is new, COPY straight in (what psql \copy does).
         _copy_rows(cursor, table, rows, progress)
         result.inserted = len(rows)
         return result
     cursor.execute(
-        "CREATE TEMP TABLE starter_pxcodes_import"
+        f"CREATE TEMP TABLE {staging}"
         f" (pxcode varchar({PXCODE_MAX}), procedure varchar({PROCEDURE_MAX}))"
         " ON COMMIT DROP"
     )
-    _copy_rows(cursor, "starter_pxcodes_import", rows, progress)
-    cursor.execute("ANALYZE starter_pxcodes_import")
-    if replace:
+    _copy_rows(cursor, staging, rows, progress)
+    cursor.execute(f"ANALYZE {staging}")
+    cursor.execute(
+        "SELECT count(t.pxcode), count(*) FILTER (WHERE t.procedure IS DISTINCT FROM s.procedure)"
+        f" FROM {staging} AS s LEFT JOIN {table} AS t ON t.pxcode = s.pxcode"
+    )
+    matched, changed = cursor.fetchone()
+    # Statements that change nothing are skipped: the data-version trigger fires per
+    # statement, so a no-op import does not invalidate the service's caches.
+    if replace and existing > matched:
         cursor.execute(
             f"DELETE FROM {table} AS t WHERE NOT EXISTS"
-            " (SELECT 1 FROM starter_pxcodes_import AS s WHERE s.pxcode = t.pxcode)"
+            f" (SELECT 1 FROM {staging} AS s WHERE s.pxcode = t.pxcode)"
         )
         result.deleted = cursor.rowcount
-    cursor.execute(
-        "WITH upserted AS ("
-        f" INSERT INTO {table} AS t (pxcode, procedure)"
-        " SELECT pxcode, procedure FROM starter_pxcodes_import"
-        " ON CONFLICT (pxcode) DO UPDATE SET procedure = EXCLUDED.procedure"
-        " WHERE t.procedure IS DISTINCT FROM EXCLUDED.procedure"
-        " RETURNING (xmax = 0) AS inserted)"
-        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
-        " FROM upserted"
-    )
-    result.inserted, result.updated = cursor.fetchone()
+    if changed:
+        cursor.execute(
+            "WITH upserted AS ("
+            f" INSERT INTO {table} AS t (pxcode, procedure)"
+            f" SELECT pxcode, procedure FROM {staging}"
+            " ON CONFLICT (pxcode) DO UPDATE SET procedure = EXCLUDED.procedure"
+            " WHERE t.procedure IS DISTINCT FROM EXCLUDED.procedure"
+            " RETURNING (xmax = 0) AS inserted)"
+            " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
+            " FROM upserted"
+        )
+        result.inserted, result.updated = cursor.fetchone()
     result.unchanged = len(rows) - result.inserted - result.updated
     return result
 

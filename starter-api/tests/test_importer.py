@@ -292,3 +292,23 @@ def test_unreachable_database_is_one_line(make_app, invoke, tmp_path):
     app = make_app(SQLALCHEMY_DATABASE_URI="postgresql+psycopg2://nobody@127.0.0.1:1/none")
     result = invoke(app, _write(tmp_path, "codes.tsv", "001\tA\n"))
     _assert_one_line_error(result, "nothing was imported")
+
+
+def test_a_no_op_import_keeps_the_data_version(app, invoke, tmp_path):
+    """Only imports that change something move the version the caches are keyed by."""
+    from starter import models
+
+    if not hasattr(models, "DataVersion"):
+        pytest.skip("no data version in this schema")
+
+    def version():
+        with app.app_context():
+            return models.DataVersion.current()
+
+    same = _write(tmp_path, "same.tsv", "039\tEXTRACRANIAL PROCEDURES W/O CC/MCC\n")
+    before = version()
+    assert "unchanged 1" in invoke(app, same).output
+    assert version() == before
+    changed = _write(tmp_path, "changed.tsv", "039\tNEW TITLE\n")
+    assert "updated 1" in invoke(app, changed).output
+    assert version() != before
