@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import cli, config, db, logconfig
-from .http import errors
+from . import cli, config, db, limits, logconfig
+from .http import errors, headers
 
 SECRET_KEY_FILE = "secret-key"
 
@@ -35,8 +35,11 @@ def create_app(test_config=None):
 
     db.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
+    limits.init_app(app)
     cli.init_app(app)
     _register_blueprints(app)
+    _enable_cors(app)
     app.logger.info(
         "starter-api ready: config=%s database=%s",
         app.config["NAME"],
@@ -52,6 +55,22 @@ def _register_blueprints(app):
     app.register_blueprint(api_bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(health.bp)
+
+
+def _enable_cors(app):
+    """Allow the browsers of ``CORS_ORIGINS`` to call the API; closed when unset."""
+    if not app.config["CORS_ORIGINS"]:
+        return
+    from flask_cors import CORS
+
+    CORS(
+        app,
+        resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}, r"/auth/*": {"origins": app.config["CORS_ORIGINS"]}},
+        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
+        expose_headers=["ETag", "Link", "Location", "Retry-After", "X-Total-Count",
+                        "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+    )
 
 
 def _development_secret_key(app):

@@ -3,15 +3,29 @@
 A token is accepted two ways: as the basic-auth username with an empty
 password (the seed's contract) and as ``Authorization: Bearer <token>``.
 Tokens carry a digest of the password hash, so changing a password revokes them.
+
+A password hash takes tens of milliseconds by design, so verified basic-auth
+credentials are remembered for ``AUTH_CACHE_SECONDS``, keyed by a keyed digest
+of username and password (never the password itself), and every hit is
+checked against the user's current password hash: a password change or a
+removed user takes effect at once.
 """
 
+import functools
+import hashlib
+import hmac
+import secrets
+import threading
 from functools import lru_cache
 
+from cachetools import TTLCache
 from flask import current_app
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.exceptions import Forbidden
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from . import limits
 from .db import db
 from .http.errors import error_response
 from .models import User
@@ -21,6 +35,53 @@ TOKEN_SALT = "starter-api.auth-token"
 basic_auth = HTTPBasicAuth(realm="starter-api")
 token_auth = HTTPTokenAuth(scheme="Bearer", realm="starter-api")
 auth = MultiAuth(basic_auth, token_auth)
+
+
+class VerifiedCredentials:
+    """Basic-auth credentials that passed a full hash check recently (bounded size and age)."""
+
+    def __init__(self, maxsize=4096):
+        self._maxsize = maxsize
+        self._entries = None
+        self._key = secrets.token_bytes(32)  # per process: digests are useless elsewhere
+        self._lock = threading.Lock()
+
+    def _digest(self, username, password):
+        message = f"{username}\0{password}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def _cache(self):
+        if self._entries is None:
+            ttl = current_app.config["AUTH_CACHE_SECONDS"]
+            self._entries = TTLCache(self._maxsize, ttl) if ttl > 0 else {}
+        return self._entries
+
+    def lookup(self, username, password):
+        """Return the user these credentials proved recently, if still valid, else None."""
+        if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
+            return None
+        with self._lock:
+            entry = self._cache().get(self._digest(username, password))
+        if entry is None:
+            return None
+        user_id, stamp = entry
+        user = db.session.get(User, user_id)
+        if user is None or user.username != username or user.credential_stamp != stamp:
+            return None
+        return user
+
+    def remember(self, username, password, user):
+        if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
+            return
+        with self._lock:
+            self._cache()[self._digest(username, password)] = (user.id, user.credential_stamp)
+
+    def clear(self):
+        with self._lock:
+            self._entries = None
+
+
+verified = VerifiedCredentials()
 
 
 def _serializer():
@@ -37,7 +98,7 @@ def user_from_token(token):
     try:
         claims = _serializer().loads(token, max_age=current_app.config["TOKEN_EXPIRATION"])
         user = db.session.get(User, int(claims["uid"]))
-    except (BadSignature, KeyError, TypeError, ValueError):
+    except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
         return None
     if user is None or claims.get("stamp") != user.credential_stamp:
         return None
@@ -56,12 +117,18 @@ def verify_password(username, password):
         return None
     if not password:
         return user_from_token(username)
+    user = verified.lookup(username, password)
+    if user is not None:
+        return user
     user = User.by_username(username)
     if user is None:
         # Hash anyway, so an unknown name costs what a wrong password does.
         check_password_hash(_decoy_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
         return None
-    return user if user.verify_password(password) else None
+    if not user.verify_password(password):
+        return None
+    verified.remember(username, password, user)
+    return user
 
 
 @token_auth.verify_token
@@ -71,9 +138,35 @@ def verify_token(token):
 
 def auth_error(status):
     """Auth failures use the API's JSON error body; flask-httpauth adds WWW-Authenticate."""
+    if status == 401:
+        limits.record_failed_login()
     message = "valid credentials required" if status == 401 else None
     return error_response(status, message)
 
 
 basic_auth.error_handler(auth_error)
 token_auth.error_handler(auth_error)
+
+
+def login_required(view):
+    """Authenticate the request (basic or Bearer), unless its address failed too often."""
+    authenticated = auth.login_required(view)
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        limits.refuse_after_failed_logins()
+        return authenticated(*args, **kwargs)
+
+    return wrapped
+
+
+def admin_required(view):
+    """Let only admin users through (403 for the others); runs after authentication."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if not auth.current_user().is_admin:
+            raise Forbidden("this request needs an admin user")
+        return view(*args, **kwargs)
+
+    return wrapped

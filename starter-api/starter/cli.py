@@ -118,7 +118,7 @@ def bootstrap_command():
     timeout = config["DB_WAIT_TIMEOUT"]
     click.echo(f"Waiting up to {timeout}s for {_where()}")
     database.wait_for_database(timeout)
-    database.create_tables()
+    database.upgrade_schema()
     if _count_pxcodes() == 0:
         added = load_sql_file(database.STARTER_SQL)
         click.echo(f"Loaded {added} starter codes")

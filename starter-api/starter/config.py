@@ -41,6 +41,7 @@ class Config:
     MAX_CONTENT_LENGTH = 64 * 1024
     PAGE_SIZE_DEFAULT = 100
     PAGE_SIZE_MAX = 100
+    RATELIMIT_HEADERS_ENABLED = True
 
     @classmethod
     def from_environ(cls, environ=os.environ):
@@ -56,8 +57,17 @@ class Config:
             TOKEN_EXPIRATION=_env_int(environ, "TOKEN_EXPIRATION", 600),
             DB_CONNECT_TIMEOUT=_env_int(environ, "DB_CONNECT_TIMEOUT", 5),
             DB_WAIT_TIMEOUT=_env_int(environ, "DB_WAIT_TIMEOUT", 60),
+            DB_STATEMENT_TIMEOUT=_env_int(environ, "DB_STATEMENT_TIMEOUT", 5000),
             STARTER_ADMIN_USERNAME=environ.get("STARTER_ADMIN_USERNAME") or None,
             STARTER_ADMIN_PASSWORD=environ.get("STARTER_ADMIN_PASSWORD") or None,
+            AUTH_CACHE_SECONDS=_env_int(environ, "AUTH_CACHE_SECONDS", 60),
+            # Limits a well-behaved client never meets; failed logins far tighter.
+            RATELIMIT_ENABLED=_env_bool(environ, "RATELIMIT_ENABLED", True),
+            RATELIMIT_STORAGE_URI=environ.get("RATELIMIT_STORAGE_URI") or "memory://",
+            RATELIMIT_PER_USER=environ.get("RATELIMIT_PER_USER") or "500 per second",
+            RATELIMIT_PER_ADDRESS=environ.get("RATELIMIT_PER_ADDRESS") or "1000 per second",
+            RATELIMIT_FAILED_LOGINS=environ.get("RATELIMIT_FAILED_LOGINS") or "30 per minute",
+            CORS_ORIGINS=[o.strip() for o in environ.get("CORS_ORIGINS", "").split(",") if o.strip()],
         )
         if "MAX_CONTENT_LENGTH" in environ:
             settings["MAX_CONTENT_LENGTH"] = _env_int(

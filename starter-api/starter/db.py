@@ -3,13 +3,17 @@
 import time
 from pathlib import Path
 
+import flask_migrate
+from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import text
+from sqlalchemy import MetaData, Table, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase
 
-STARTER_SQL = Path(__file__).resolve().parent.parent / "data" / "starter_pxcodes.sql"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+STARTER_SQL = PROJECT_DIR / "data" / "starter_pxcodes.sql"
+MIGRATIONS_DIR = PROJECT_DIR / "migrations"
 
 
 class Base(DeclarativeBase):
@@ -17,13 +21,19 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+migrate = Migrate(directory=str(MIGRATIONS_DIR), render_as_batch=True)
+# The revision that matches a schema made before migrations existed (create_all).
+BASELINE_REVISION = "0001"
 
 
-def engine_options(url, connect_timeout):
-    """Return engine options for ``url``: bounded connects, stale links dropped."""
+def engine_options(url, connect_timeout, statement_timeout_ms):
+    """Return engine options for ``url``: bounded connects and statements, stale links dropped."""
     options = {"pool_pre_ping": True}
     if make_url(url).get_backend_name() == "postgresql":
-        options["connect_args"] = {"connect_timeout": connect_timeout}
+        options["connect_args"] = {
+            "connect_timeout": connect_timeout,
+            "options": f"-c statement_timeout={int(statement_timeout_ms)}",
+        }
     return options
 
 
@@ -37,20 +47,32 @@ def init_app(app):
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     app.config.setdefault(
         "SQLALCHEMY_ENGINE_OPTIONS",
-        engine_options(url, app.config["DB_CONNECT_TIMEOUT"]),
+        engine_options(
+            url, app.config["DB_CONNECT_TIMEOUT"], app.config["DB_STATEMENT_TIMEOUT"]
+        ),
     )
     db.init_app(app)
+    migrate.init_app(app, db)
 
 
-def create_tables():
-    """Create the tables that are missing; existing data is kept."""
-    db.create_all()
+def upgrade_schema():
+    """Create missing tables and apply pending migrations; existing data is kept."""
+    tables = set(inspect(db.engine).get_table_names())
+    if "starter_pxcodes" in tables and "alembic_version" not in tables:
+        flask_migrate.stamp(revision=BASELINE_REVISION)
+    flask_migrate.upgrade()
+
+
+def drop_tables():
+    """Drop the service's tables and its migration record (other tables are left alone)."""
+    db.drop_all()
+    Table("alembic_version", MetaData()).drop(db.engine, checkfirst=True)
 
 
 def recreate_tables():
-    """Drop every table and create it again, empty (the seed's ``createdb``)."""
-    db.drop_all()
-    db.create_all()
+    """Drop the service's tables and create them again, empty (the seed's ``createdb``)."""
+    drop_tables()
+    upgrade_schema()
 
 
 def wait_for_database(timeout, interval=1.0, sleep=time.sleep):

@@ -6,8 +6,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .db import db
 from .http.errors import error_response
+from .limits import limiter
 
 bp = Blueprint("health", __name__)
+# Orchestrators probe often, from one address: never rate-limit them.
+limiter.exempt(bp)
 
 
 @bp.get("/healthz")

@@ -2,9 +2,10 @@
 
 import hashlib
 import re
+from urllib.parse import quote
 
 from flask import current_app, url_for
-from sqlalchemy import String, select
+from sqlalchemy import BigInteger, Index, String, false, select
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -33,6 +34,8 @@ class User(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(USERNAME_MAX), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
+    # Admins may write codes; everyone authenticated may read them.
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     @property
     def password(self):
@@ -71,6 +74,23 @@ class User(db.Model):
 
 class PxCode(db.Model):
     __tablename__ = "starter_pxcodes"
+    __table_args__ = (
+        # Sorting by title, with the code as tie-breaker (also the keyset for deep pages).
+        Index("ix_starter_pxcodes_procedure_pxcode", "procedure", "pxcode"),
+        # Code-prefix search (LIKE 'abc%') whatever the database's collation.
+        Index(
+            "ix_starter_pxcodes_pxcode_pattern",
+            "pxcode",
+            postgresql_ops={"pxcode": "varchar_pattern_ops"},
+        ).ddl_if(dialect="postgresql"),
+        # Word search (ILIKE '%word%') through trigrams.
+        Index(
+            "ix_starter_pxcodes_procedure_trgm",
+            "procedure",
+            postgresql_using="gin",
+            postgresql_ops={"procedure": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pxcode: Mapped[str] = mapped_column(String(PXCODE_MAX), unique=True, index=True)
@@ -101,25 +121,73 @@ class PxCode(db.Model):
             "procedure": self.procedure,
         }
 
+    @staticmethod
+    def serializer():
+        """Return a ``to_dict`` for many codes: the URL is built once, not once per item."""
+        marker = "__pxcode__"
+        template = url_for("api.get_pxcode", pxcode=marker, _external=True)
+        prefix = template[: -len(marker)]
+
+        def to_dict(code):
+            url = prefix + quote(code.pxcode, safe="")
+            return {"url": url, "pxcode": code.pxcode, "procedure": code.procedure}
+
+        return to_dict
+
+    @staticmethod
+    def _check_fields(data, required):
+        """Raise ``ValidationError`` for unknown fields and bad or missing values."""
+        errors = {field: "unknown field" for field in sorted(set(data) - {"pxcode", "procedure"})}
+        if "pxcode" in data or "pxcode" in required:
+            pxcode = data.get("pxcode")
+            if not isinstance(pxcode, str):
+                errors["pxcode"] = "required, a string"
+            elif len(pxcode) > PXCODE_MAX or not PXCODE_PATTERN.fullmatch(pxcode):
+                errors["pxcode"] = (
+                    f"1 to {PXCODE_MAX} letters, digits, '.' or '-',"
+                    " starting with a letter or digit"
+                )
+        if "procedure" in data or "procedure" in required:
+            procedure = data.get("procedure")
+            if not isinstance(procedure, str) or not procedure.strip():
+                errors["procedure"] = "required, a non-empty string"
+            elif len(procedure) > PROCEDURE_MAX:
+                errors["procedure"] = f"at most {PROCEDURE_MAX} characters"
+        if errors:
+            raise ValidationError(errors)
+
     @classmethod
     def from_dict(cls, data):
         """Build a new code from request JSON, or raise ``ValidationError``."""
-        errors = {}
-        pxcode = data.get("pxcode")
-        procedure = data.get("procedure")
-        if not isinstance(pxcode, str):
-            errors["pxcode"] = "required, a string"
-        elif len(pxcode) > PXCODE_MAX or not PXCODE_PATTERN.fullmatch(pxcode):
-            errors["pxcode"] = (
-                f"1 to {PXCODE_MAX} letters, digits, '.' or '-', starting with a letter or digit"
-            )
-        if not isinstance(procedure, str) or not procedure.strip():
-            errors["procedure"] = "required, a non-empty string"
-        elif len(procedure) > PROCEDURE_MAX:
-            errors["procedure"] = f"at most {PROCEDURE_MAX} characters"
-        unknown = sorted(set(data) - {"pxcode", "procedure"})
-        for field in unknown:
-            errors[field] = "unknown field"
-        if errors:
-            raise ValidationError(errors)
-        return cls(pxcode=pxcode, procedure=procedure.strip())
+        cls._check_fields(data, required={"pxcode", "procedure"})
+        return cls(pxcode=data["pxcode"], procedure=data["procedure"].strip())
+
+    def changes_from(self, data, partial):
+        """Return the column changes request JSON asks for (PUT: whole, PATCH: partial)."""
+        self._check_fields(data, required=set() if partial else {"procedure"})
+        if data.get("pxcode", self.pxcode) != self.pxcode:
+            raise ValidationError({"pxcode": "cannot change: it names this item"})
+        if not data:
+            raise ValidationError({"procedure": "nothing to change"})
+        return {"procedure": data["procedure"].strip()} if "procedure" in data else {}
+
+
+class DataVersion(db.Model):
+    """One row whose version a database trigger bumps on every change to the codes.
+
+    The trigger (see the migrations) makes writes from anywhere count, the seed's
+    ``psql`` import included. ``epoch`` is new each time the table is created,
+    so versions of a dropped and recreated table never repeat.
+    """
+
+    __tablename__ = "starter_data_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    epoch: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(BigInteger)
+
+    @classmethod
+    def current(cls):
+        """Return ``"epoch.version"``, read in one primary-key lookup."""
+        row = db.session.execute(select(cls.epoch, cls.version).filter_by(id=1)).one()
+        return f"{row.epoch}.{row.version}"

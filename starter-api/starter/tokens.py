@@ -2,13 +2,15 @@
 
 from flask import Blueprint, current_app, jsonify
 
-from .auth import auth, issue_token
+from .auth import auth, issue_token, login_required
+from .limits import per_user
 
 bp = Blueprint("tokens", __name__, url_prefix="/auth")
 
 
 @bp.get("/request-token")
-@auth.login_required
+@login_required
+@per_user
 def request_token():
     response = jsonify(
         token=issue_token(auth.current_user()),

@@ -15,13 +15,26 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from starter import create_app
-from starter.db import STARTER_SQL, db, run_sql_script
+from starter.db import STARTER_SQL, db, recreate_tables, run_sql_script
 from starter.models import User
+
+
+def clear_process_caches():
+    """Forget what earlier tests' apps left in this process (credentials, pages, counts)."""
+    from starter.api.pxcodes import pager, rendered_pages
+    from starter.auth import verified
+    from starter.limits import limiter
+
+    verified.clear()
+    pager.clear()
+    rendered_pages.clear()
+    limiter.reset()
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-USERNAME, PASSWORD = "alice", "wonderland"
+USERNAME, PASSWORD = "alice", "wonderland"  # an admin
+READER, READER_PASSWORD = "bob", "builder"  # reads only
 
 
 def _postgres_unavailable(reason):
@@ -69,10 +82,12 @@ def make_app(database_url, tmp_path):
         }
         settings.update(overrides)
         app = create_app(settings)
+        clear_process_caches()
         apps.append(app)
         return app
 
     yield make
+    clear_process_caches()
     for app in apps:
         with app.app_context():
             db.session.remove()
@@ -84,19 +99,19 @@ def empty_app(make_app):
     """An app whose tables exist but hold nothing."""
     app = make_app()
     with app.app_context():
-        db.drop_all()
-        db.create_all()
+        recreate_tables()
     return app
 
 
 @pytest.fixture
 def app(empty_app):
-    """An app with the 100 starter codes and the user alice."""
+    """An app with the 100 starter codes, the admin alice and the reader bob."""
     with empty_app.app_context():
         run_sql_script(STARTER_SQL.read_text())
-        user = User(username=USERNAME)
-        user.password = PASSWORD
-        db.session.add(user)
+        for username, password, is_admin in ((USERNAME, PASSWORD, True), (READER, READER_PASSWORD, False)):
+            user = User(username=username, is_admin=is_admin)
+            user.password = password
+            db.session.add(user)
         db.session.commit()
     return empty_app
 
@@ -116,6 +131,9 @@ class AuthActions:
 
     def __init__(self, client):
         self._client = client
+
+    def reader(self):
+        return self.basic(READER, READER_PASSWORD)
 
     def basic(self, username=USERNAME, password=PASSWORD):
         raw = f"{username}:{password}".encode()

@@ -109,7 +109,7 @@ def test_api_is_503_json_when_the_database_is_down(make_app):
     ("method", "url", "status", "allow"),
     [
         ("DELETE", "/api/v1.0/pxcodes/", 405, "GET, HEAD, OPTIONS, POST"),
-        ("PUT", "/api/v1.0/pxcodes/039", 405, "GET, HEAD, OPTIONS"),
+        ("POST", "/api/v1.0/pxcodes/039", 405, "DELETE, GET, HEAD, OPTIONS, PATCH, PUT"),
         ("POST", "/healthz", 405, "GET, HEAD, OPTIONS"),
         ("GET", "/nowhere", 404, None),
     ],

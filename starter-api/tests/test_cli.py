@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select
 
-from starter.db import STARTER_SQL, db
+from starter.db import STARTER_SQL, db, drop_tables
 from starter.models import PxCode, User
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -44,24 +44,24 @@ def test_adduser_with_password(app, runner, client):
 
 
 def test_adduser_prompts_twice(app, runner, client):
-    result = runner.invoke(args=["adduser", "bob"], input="s3cret\ns3cret\n")
+    result = runner.invoke(args=["adduser", "carol"], input="s3cret\ns3cret\n")
     assert result.exit_code == 0, result.output
     assert "Password:" in result.output and "Repeat for confirmation:" in result.output
     assert "s3cret" not in result.output
-    assert client.get("/api/v1.0/pxcodes/039", auth=("bob", "s3cret")).status_code == 200
+    assert client.get("/api/v1.0/pxcodes/039", auth=("carol", "s3cret")).status_code == 200
 
 
 def test_adduser_prompt_mismatch_fails(app, runner):
-    result = runner.invoke(args=["adduser", "bob"], input="one\ntwo\n")
+    result = runner.invoke(args=["adduser", "carol"], input="one\ntwo\n")
     _assert_one_line_error(result, "the two passwords do not match")
     with app.app_context():
-        assert User.by_username("bob") is None
+        assert User.by_username("carol") is None
 
 
 def test_adduser_existing_name_fails(app, runner):
     result = runner.invoke(args=["adduser", "alice", "other"])
     _assert_one_line_error(result, "user 'alice' already exists")
-    assert _count(app, User) == 1
+    assert _count(app, User) == 2
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_adduser_existing_name_fails(app, runner):
 )
 def test_adduser_rejects_bad_input(app, runner, args, message):
     _assert_one_line_error(runner.invoke(args=args), message)
-    assert _count(app, User) == 1
+    assert _count(app, User) == 2
 
 
 def test_loaddata_default_file_is_idempotent(empty_app):
@@ -120,7 +120,7 @@ def test_loaddata_missing_file_fails(empty_app, tmp_path):
 def test_bootstrap_prepares_a_new_database(make_app, database_url):
     app = make_app(STARTER_ADMIN_USERNAME="admin", STARTER_ADMIN_PASSWORD="admin")
     with app.app_context():
-        db.drop_all()
+        drop_tables()
     result = app.test_cli_runner().invoke(args=["bootstrap"])
     assert result.exit_code == 0, result.output
     assert "Loaded 100 starter codes" in result.output
@@ -145,7 +145,7 @@ def test_bootstrap_keeps_existing_data(app):
 def test_bootstrap_without_admin_settings_adds_no_user(make_app):
     app = make_app()
     with app.app_context():
-        db.drop_all()
+        drop_tables()
     result = app.test_cli_runner().invoke(args=["bootstrap"])
     assert result.exit_code == 0, result.output
     assert _count(app, User) == 0

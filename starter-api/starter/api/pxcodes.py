@@ -1,37 +1,62 @@
-"""``/api/v1.0/pxcodes/``: list, fetch and create procedure codes."""
+"""``/api/v1.0/pxcodes/``: list and search, fetch, and (admins) create, replace, edit, delete."""
 
 from flask import request
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import BadRequest, Conflict
+from werkzeug.exceptions import BadRequest, Conflict, PreconditionFailed
 
+from ..auth import admin_required
 from ..db import db
-from ..http.conditional import conditional_json, etag_of, tagged_json
-from ..http.pagination import PageArgs, page_body, paginate
+from ..http.args import reject_unknown_args
+from ..http.conditional import (
+    RenderedCache,
+    conditional_cached,
+    conditional_json,
+    etag_of,
+    require_if_match,
+    tagged_json,
+)
+from ..http.pagination import ARGS as PAGE_ARGS
+from ..http.pagination import PageArgs, Pager, page_body, page_headers
 from ..http.payload import json_object
-from ..models import PxCode, ValidationError
+from ..limits import per_user
+from ..models import DataVersion, PxCode, ValidationError
+from ..queries import PxCodeListing
 from . import bp
+
+pager = Pager()
+rendered_pages = RenderedCache()
 
 
 @bp.get("/pxcodes/")
+@per_user
 def list_pxcodes():
-    page = paginate(PxCode.ordered(), PageArgs.from_request())
-    # The body holds absolute links, so the URL (host and arguments) is part of the tag.
-    tag = etag_of(request.url, page.total, [c.etag for c in page.items])
-    return conditional_json(tag, lambda: page_body(page, PxCode.to_dict))
+    reject_unknown_args(PAGE_ARGS | PxCodeListing.ARGS)
+    listing, args = PxCodeListing.from_request(), PageArgs.from_request()
+    version = DataVersion.current()
+    # The body holds absolute links, so the whole URL (host, arguments) is in the tag.
+    tag = etag_of(version, request.url)
+    return conditional_cached(tag, lambda: _render_page(listing, args, version), rendered_pages)
+
+
+def _render_page(listing, args, version):
+    body = page_body(pager.paginate(listing, args, version), PxCode.serializer())
+    return body, page_headers(body["meta"])
 
 
 @bp.get("/pxcodes/<pxcode>")
+@per_user
 def get_pxcode(pxcode):
+    reject_unknown_args(())
     code = PxCode.get_or_404(pxcode)
     return conditional_json(code.etag, code.to_dict)
 
 
 @bp.post("/pxcodes/")
+@per_user
+@admin_required
 def create_pxcode():
-    try:
-        code = PxCode.from_dict(json_object())
-    except ValidationError as exc:
-        raise BadRequest(str(exc)) from None
+    code = _valid(PxCode.from_dict, json_object())
     db.session.add(code)
     try:
         db.session.commit()
@@ -40,3 +65,59 @@ def create_pxcode():
         raise Conflict(f"pxcode {code.pxcode!r} already exists") from None
     body = code.to_dict()
     return tagged_json(code.etag, body, 201, {"Location": body["url"]})
+
+
+@bp.put("/pxcodes/<pxcode>")
+@per_user
+@admin_required
+def replace_pxcode(pxcode):
+    return _change(pxcode, partial=False)
+
+
+@bp.patch("/pxcodes/<pxcode>")
+@per_user
+@admin_required
+def edit_pxcode(pxcode):
+    return _change(pxcode, partial=True)
+
+
+@bp.delete("/pxcodes/<pxcode>")
+@per_user
+@admin_required
+def delete_pxcode(pxcode):
+    code = PxCode.get_or_404(pxcode)
+    require_if_match(code.etag)
+    _apply_if_unchanged(delete(PxCode), code)
+    return "", 204
+
+
+def _change(pxcode, partial):
+    code = PxCode.get_or_404(pxcode)
+    require_if_match(code.etag)
+    changes = _valid(code.changes_from, json_object(), partial)
+    if changes:
+        _apply_if_unchanged(update(PxCode).values(**changes), code)
+        db.session.refresh(code)
+    return tagged_json(code.etag, code.to_dict())
+
+
+def _apply_if_unchanged(statement, code):
+    """Run a write only if the row still holds what the client's ETag was checked against.
+
+    The check and the write are one statement, so two editors holding the same
+    ETag cannot both succeed: the second gets 412.
+    """
+    result = db.session.execute(
+        statement.where(PxCode.id == code.id, PxCode.procedure == code.procedure)
+    )
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise PreconditionFailed("the item changed meanwhile: fetch it again")
+    db.session.commit()
+
+
+def _valid(build, *args):
+    try:
+        return build(*args)
+    except ValidationError as exc:
+        raise BadRequest(str(exc)) from None

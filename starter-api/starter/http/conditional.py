@@ -1,15 +1,17 @@
-"""Conditional requests (RFC 9110 §13): ETag on every read, 304 and 412 decided once.
+"""Conditional requests (RFC 9110 §13): ETag on every read, 304, 412 and 428 decided once.
 
-The tag is passed in before the body is built, so a 304 or 412 skips the render.
-Where the tag comes from is the caller's business: today a digest of the data
-being served, later a data version read in one cheap query.
+The tag is passed in before the body is built, so a 304 or 412 skips the
+render. Where the tag comes from is the caller's business: a digest of an
+item's fields, or of the data version and the request URL for a list.
 """
 
 import hashlib
 import json
+import threading
 
-from flask import jsonify, request
-from werkzeug.exceptions import PreconditionFailed
+from cachetools import LRUCache
+from flask import current_app, jsonify, request
+from werkzeug.exceptions import PreconditionFailed, PreconditionRequired
 from werkzeug.wrappers import Response
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
@@ -55,3 +57,48 @@ def conditional_json(etag, render):
     if not_modified is not None:
         return not_modified
     return tagged_json(etag, render())
+
+
+def require_if_match(etag):
+    """Guard a write: 428 without ``If-Match``, 412 unless it names ``etag`` (strong compare)."""
+    if "If-Match" not in request.headers:
+        raise PreconditionRequired("this request needs If-Match with the item's current ETag")
+    if not request.if_match.contains(etag):
+        raise PreconditionFailed("If-Match does not match the current ETag: fetch it again")
+
+
+class RenderedCache:
+    """Rendered JSON bodies with their headers, keyed by ETag.
+
+    Safe only for tags that change whenever the body would (a data version in
+    the tag): then an entry can never be stale, and every process fills its own.
+    """
+
+    def __init__(self, maxsize=256):
+        self._entries = LRUCache(maxsize)
+        self._lock = threading.Lock()
+
+    def get_or_render(self, etag, render):
+        with self._lock:
+            entry = self._entries.get(etag)
+        if entry is None:
+            body, headers = render()
+            entry = (current_app.json.dumps(body).encode() + b"\n", headers)
+            with self._lock:
+                self._entries[etag] = entry
+        return entry
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+
+
+def conditional_cached(etag, render, cache):
+    """Like ``conditional_json``, but ``render() -> (body, headers)`` runs once per tag."""
+    not_modified = evaluate_preconditions(etag)
+    if not_modified is not None:
+        return not_modified
+    body, headers = cache.get_or_render(etag, render)
+    response = current_app.response_class(body, mimetype="application/json", headers=headers)
+    response.set_etag(etag)
+    return response

@@ -1,14 +1,27 @@
-"""Pagination: page arguments, the page of rows, and the seed's ``meta`` block."""
+"""Pagination: page arguments, pages of an ordered listing, the seed's ``meta`` and a Link header.
+
+Counting and deep pages must not grow with the table. Both are cached per data
+version (any write changes the version, so a cached figure is never stale):
+the total is counted once per version and listing, and a page deep in the
+listing is fetched by its first key (keyset) instead of an OFFSET scan; the
+first key of every page is computed once per version, listing and page size.
+"""
 
 import math
+import threading
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from cachetools import LRUCache
 from flask import current_app, request, url_for
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from werkzeug.exceptions import BadRequest, NotFound
 
 from ..db import db
+
+ARGS = frozenset({"page", "per_page"})
+# Up to this many rows an OFFSET scan is cheaper than computing page keys.
+OFFSET_SCAN_MAX = 5000
 
 
 @dataclass(frozen=True)
@@ -59,25 +72,70 @@ class Page:
         return max(self.pages, 1)
 
 
-def paginate(statement, args):
-    """Run ``statement`` for the page in ``args``; 404 past the last page.
+class Pager:
+    """Pages of a listing (see ``queries.PxCodeListing``), with counts and page keys cached."""
 
-    The count runs first so a page far past the end costs no row query (and
-    no offset overflow) before it is refused.
-    """
-    total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery()))
-    page = Page(items=[], page=args.page, per_page=args.per_page, total=total)
-    if args.page > page.last:
-        raise NotFound(f"page {args.page} is past the last page ({page.last})")
-    offset = (args.page - 1) * args.per_page
-    items = db.session.scalars(statement.limit(args.per_page).offset(offset)).all()
-    return Page(items=items, page=args.page, per_page=args.per_page, total=total)
+    def __init__(self, maxsize=512):
+        self._counts = LRUCache(maxsize)
+        self._page_keys = LRUCache(max(maxsize // 16, 4))
+        self._lock = threading.Lock()
+
+    def _cached(self, cache, key, compute):
+        with self._lock:
+            if key in cache:
+                return cache[key]
+        value = compute()
+        with self._lock:
+            cache[key] = value
+        return value
+
+    def paginate(self, listing, args, version):
+        """Return page ``args.page`` of ``listing`` at data ``version``; 404 past the last page."""
+        total = self._cached(self._counts, (version, listing), lambda: _count(listing))
+        empty = Page(items=[], page=args.page, per_page=args.per_page, total=total)
+        if args.page > empty.last:
+            raise NotFound(f"page {args.page} is past the last page ({empty.last})")
+        statement = listing.statement().limit(args.per_page)
+        offset = (args.page - 1) * args.per_page
+        if offset <= OFFSET_SCAN_MAX:
+            statement = statement.offset(offset)
+        else:
+            keys = self._cached(
+                self._page_keys,
+                (version, listing, args.per_page),
+                lambda: _first_keys(listing, args.per_page),
+            )
+            first = tuple_(*listing.order_columns)
+            bound = keys[args.page - 1]
+            statement = statement.where(first <= bound if listing.descending else first >= bound)
+        items = db.session.scalars(statement).all()
+        return Page(items=items, page=args.page, per_page=args.per_page, total=total)
+
+    def clear(self):
+        with self._lock:
+            self._counts.clear()
+            self._page_keys.clear()
+
+
+def _count(listing):
+    return db.session.scalar(select(func.count()).select_from(listing.filtered().subquery()))
+
+
+def _first_keys(listing, per_page):
+    """Return the sort key of the first row of every page, in one ordered scan."""
+    number = func.row_number().over(order_by=listing.order_by()).label("n")
+    ranked = listing.filtered().with_only_columns(*listing.order_columns, number).subquery()
+    keys = [ranked.c[column.key] for column in listing.order_columns]
+    rows = db.session.execute(
+        select(*keys).where((ranked.c.n - 1) % per_page == 0).order_by(ranked.c.n)
+    )
+    return [tuple(row) for row in rows]
 
 
 def page_url(number, per_page):
     """Return this request's absolute URL for page ``number``, keeping every other argument."""
     base = url_for(request.endpoint, **(request.view_args or {}), _external=True)
-    query = [(k, v) for k, v in request.args.items(multi=True) if k not in ("page", "per_page")]
+    query = [(k, v) for k, v in request.args.items(multi=True) if k not in ARGS]
     query += [("per_page", per_page), ("page", number)]
     return f"{base}?{urlencode(query)}"
 
@@ -98,6 +156,12 @@ def page_meta(page):
         "prev": link(page.page - 1) if page.page > 1 else None,
         "next": link(page.page + 1) if page.page < page.last else None,
     }
+
+
+def page_headers(meta):
+    """Return the RFC 8288 ``Link`` header and ``X-Total-Count`` for a ``meta`` block."""
+    links = [f'<{meta[rel]}>; rel="{rel}"' for rel in ("first", "prev", "next", "last") if meta[rel]]
+    return {"Link": ", ".join(links), "X-Total-Count": str(meta["total"])}
 
 
 def page_body(page, serialize):

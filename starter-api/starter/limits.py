@@ -1,0 +1,59 @@
+"""Rate limits (flask-limiter): per address, per user, and harder on failed logins.
+
+Counters live in ``RATELIMIT_STORAGE_URI``: Redis in the Compose stack, so every
+worker and replica shares them; in memory (per process) for the embedded run.
+"""
+
+import time
+
+from flask import current_app, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits import parse
+from werkzeug.exceptions import TooManyRequests
+
+limiter = Limiter(key_func=get_remote_address)
+
+FAILED_LOGIN_SCOPE = "failed-login"
+
+
+def _user_key():
+    # Runs after authentication (the limit wraps the view), so the user is known.
+    from .auth import auth
+
+    return f"user:{auth.current_user().id}"
+
+
+# Every API view carries this: a budget per authenticated user.
+per_user = limiter.shared_limit(
+    lambda: current_app.config["RATELIMIT_PER_USER"], scope="per-user", key_func=_user_key
+)
+
+
+def _failed_login_limit():
+    return parse(current_app.config["RATELIMIT_FAILED_LOGINS"])
+
+
+def refuse_after_failed_logins():
+    """429 while this address has used up its failed-login budget."""
+    item = _failed_login_limit()
+    address = get_remote_address()
+    if not limiter.limiter.test(item, FAILED_LOGIN_SCOPE, address):
+        reset_at, _ = limiter.limiter.get_window_stats(item, FAILED_LOGIN_SCOPE, address)
+        retry_after = max(1, int(reset_at - time.time()))
+        raise TooManyRequests(
+            "too many failed logins from this address; retry later",
+            retry_after=retry_after,
+        )
+
+
+def record_failed_login():
+    """Count a rejected credential against this address."""
+    if "Authorization" in request.headers:
+        limiter.limiter.hit(_failed_login_limit(), FAILED_LOGIN_SCOPE, get_remote_address())
+
+
+def init_app(app):
+    """Bind the limiter; a per-address limit applies to every request."""
+    app.config.setdefault("RATELIMIT_DEFAULT", app.config["RATELIMIT_PER_ADDRESS"])
+    limiter.init_app(app)
