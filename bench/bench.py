@@ -1,0 +1,514 @@
+#!/usr/bin/env python3
+"""starter-api benchmark: the service as production runs it, at 100 / 78,638 / 1,000,000 codes.
+
+Run through bench/run.sh (it installs wrk and the peers' tools when missing). For each size:
+load the codes with ``manage.py import-pxcodes`` (timed, against ``psql \\copy`` of the same
+file into an equivalent table), start gunicorn with starter-api/gunicorn.conf.py, and run wrk
+(through the peers' load.sh / load304.sh) on the list page, the last page, an item, a 304
+revalidation, a word search and a prefix search. The peers of ../shared/bench-peers run in the
+same sitting, and every figure is printed as a ratio to nginx-static and flask-gunicorn.
+
+Stdlib only. All traffic goes to 127.0.0.1; only processes this script started are stopped
+(by PID); every wait is bounded in time. See bench/README.md.
+"""
+
+import argparse
+import base64
+import csv
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+API_DIR = REPO / "starter-api"
+DEFAULT_SIZES = "100,78638,1000000"
+DEFAULT_PEERS = "nginx-static,flask-gunicorn,fastapi-uvicorn"
+RATIO_PEERS = ("nginx-static", "flask-gunicorn")
+# Which peer endpoint each of ours is compared with (search results are pages too).
+PEER_ENDPOINT = {"list": "list", "deep": "list", "item": "item", "304": "l304", "q": "list", "code": "list"}
+ENDPOINTS = ("list", "deep", "item", "304", "q", "code")
+WORD_QUERY = "joint replacement"
+
+
+def log(*args):
+    print("[bench %s]" % time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+def run(cmd, timeout, env=None, cwd=None, check=True, capture=True):
+    """Run a command with a hard time limit; return CompletedProcess."""
+    try:
+        result = subprocess.run(
+            cmd, env=env, cwd=cwd, timeout=timeout, text=True,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+        )
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"bench: timed out after {timeout}s: {' '.join(map(str, cmd))}")
+    if check and result.returncode != 0:
+        detail = (result.stderr or "") + (result.stdout or "")
+        raise SystemExit(f"bench: failed ({result.returncode}): {' '.join(map(str, cmd))}\n{detail[-2000:]}")
+    return result
+
+
+# --- data files ---------------------------------------------------------------------------
+
+
+def starter_rows():
+    """The 100 starter codes, from data/starter_pxcodes.sql (the seed's own file)."""
+    sql = (API_DIR / "data" / "starter_pxcodes.sql").read_text(encoding="utf-8")
+    rows = [
+        (a.replace("''", "'"), b.replace("''", "'"))
+        for a, b in re.findall(r"\(\s*'((?:[^']|'')*)'\s*,\s*'((?:[^']|'')*)'\s*\)", sql)
+    ]
+    if len(rows) != 100:
+        raise SystemExit(f"bench: expected 100 rows in starter_pxcodes.sql, found {len(rows)}")
+    return rows
+
+
+def data_file(size, workdir, python):
+    """Return the TSV for ``size`` rows (made once, deterministic)."""
+    if size == 100:
+        path = workdir / "pxcodes-100.tsv"
+        path.write_text("".join(f"{c}\t{t}\n" for c, t in starter_rows()), encoding="utf-8")
+        return path
+    if size == 78638:
+        path = workdir / "icd10pcs-78638.tsv"
+        if not path.exists():
+            run([python, BENCH_DIR / "icd10pcs.py", path], timeout=300)
+        return path
+    path = workdir / f"pxcodes-{size}.tsv"
+    if not path.exists():
+        run([python, BENCH_DIR / "gen_pxcodes.py", "-n", str(size), path], timeout=600)
+    return path
+
+
+def count_lines(path):
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def middle_code(path):
+    with open(path, encoding="utf-8") as f:
+        codes = sorted(line.split("\t", 1)[0] for line in f if line.strip())
+    return codes[len(codes) // 2]
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+class Postgres:
+    def __init__(self, host, port, user, dbname):
+        self.host, self.port, self.user, self.dbname = host, port, user, dbname
+        self.url = f"postgresql+psycopg2://{user}@{host}:{port}/{dbname}"
+
+    def psql(self, *args, db=None, timeout=120):
+        cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.host, "-p", str(self.port),
+               "-U", self.user, "-d", db or self.dbname]
+        for a in args:
+            cmd += ["-c", a]
+        return run(cmd, timeout=timeout)
+
+    def create(self):
+        self.drop()
+        self.psql(f'CREATE DATABASE "{self.dbname}"', db="postgres")
+
+    def drop(self):
+        self.psql(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)', db="postgres")
+
+    def copy_seconds(self, path):
+        """Wall time of ``psql \\copy`` of ``path`` into an empty copy of starter_pxcodes."""
+        self.psql("DROP TABLE IF EXISTS bench_copy",
+                  "CREATE TABLE bench_copy (LIKE starter_pxcodes INCLUDING ALL)")
+        started = time.perf_counter()
+        self.psql(f"\\copy bench_copy (pxcode, procedure) FROM '{path}'", timeout=900)
+        elapsed = time.perf_counter() - started
+        self.psql("DROP TABLE bench_copy")
+        return elapsed
+
+
+# --- the service ---------------------------------------------------------------------------
+
+IMPORT_SHIM = (
+    "import sys; from starter import create_app; "
+    "from starter.cli_import import import_pxcodes_command as c; "
+    "app = create_app(); app.cli.add_command(c); "
+    "app.cli.main(sys.argv[1:], prog_name='manage.py')"
+)
+
+
+class Service:
+    def __init__(self, python, gunicorn, env, port, workdir):
+        self.python, self.gunicorn, self.env, self.port, self.workdir = python, gunicorn, env, port, workdir
+        self.proc = None
+        self.base = f"http://127.0.0.1:{port}"
+        self._import_cmd = None
+
+    def manage(self, *args, timeout=300):
+        return run([self.python, "manage.py", *args], timeout=timeout, env=self.env, cwd=API_DIR)
+
+    def import_cmd(self):
+        """``manage.py import-pxcodes``, or a shim while cli.py does not register it yet."""
+        if self._import_cmd is None:
+            probe = run([self.python, "manage.py", "import-pxcodes", "--help"], timeout=60,
+                        env=self.env, cwd=API_DIR, check=False)
+            if probe.returncode == 0:
+                self._import_cmd = [self.python, "manage.py", "import-pxcodes"]
+            else:
+                log("manage.py has no import-pxcodes yet: using starter.cli_import directly")
+                self._import_cmd = [self.python, "-c", IMPORT_SHIM, "import-pxcodes"]
+        return self._import_cmd
+
+    def import_file(self, path, *flags, timeout=900):
+        """Run the importer; return (wall seconds, its summary line)."""
+        started = time.perf_counter()
+        result = run([*self.import_cmd(), str(path), *flags], timeout=timeout, env=self.env, cwd=API_DIR)
+        elapsed = time.perf_counter() - started
+        line = next((l for l in result.stdout.splitlines() if l.startswith("Imported")), result.stdout.strip())
+        return elapsed, line
+
+    def start(self, tag):
+        if port_in_use(self.port):
+            raise SystemExit(f"bench: port {self.port} is already in use")
+        logfile = open(self.workdir / f"gunicorn-{tag}.log", "w")
+        # Our own control socket: the conf's default path is shared with any other gunicorn here.
+        env = dict(self.env, GUNICORN_BIND=f"127.0.0.1:{self.port}",
+                   GUNICORN_CONTROL_SOCKET=str(self.workdir / "gunicorn.ctl"))
+        # Its own session: the process group is ours alone, PGID == PID.
+        self.proc = subprocess.Popen(
+            [self.gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], cwd=API_DIR, env=env,
+            stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"bench: gunicorn exited ({self.proc.returncode}); see {logfile.name}")
+            try:
+                with urllib.request.urlopen(self.base + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit(f"bench: gunicorn not ready after 60s; see {logfile.name}")
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = None
+            return
+        pid = self.proc.pid
+        os.kill(pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            log(f"gunicorn {pid} did not stop in 30s: SIGKILL to its process group")
+            os.killpg(pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+def port_in_use(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def fetch(url, auth, headers=None, timeout=30):
+    request = urllib.request.Request(url, headers={"Authorization": "Basic " + auth, **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def parse_load_line(line):
+    fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+    bad = fields.get("non2xx", fields.get("non304", ""))
+    return {"rps": float(fields["rps"]), "p50": float(fields["p50_ms"]), "p99": float(fields["p99_ms"]),
+            "bad": int(bad or 0), "sockerr": int(fields.get("sockerr", 0))}
+
+
+def duration_seconds(text):
+    """wrk's duration syntax (10, 10s, 2m, 1h) in seconds."""
+    m = re.fullmatch(r"(\d+)([smh]?)", text.strip())
+    if not m:
+        raise SystemExit(f"bench: bad duration {text!r} (e.g. 10s, 1m)")
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def wrk(peers_dir, script, url, auth_plain, duration, extra=()):
+    env = dict(os.environ, BENCH_AUTH=auth_plain, WRK_DURATION=duration)
+    seconds = duration_seconds(duration)
+    result = run([peers_dir / script, url, *extra], timeout=seconds + 60, env=env, check=False)
+    line = result.stdout.strip().splitlines()[-1:] if result.stdout.strip() else []
+    if result.returncode != 0 or not line:
+        return {"error": (result.stderr or result.stdout).strip().splitlines()[-1:] or ["failed"]}
+    return parse_load_line(line[0])
+
+
+def measure_size(size, args, service, pg, python, auth_plain, auth_b64, results, imports):
+    path = data_file(size, args.workdir, python)
+    rows = count_lines(path)
+    log(f"size {size}: {path} ({rows} rows)")
+    service.manage("createdb", timeout=120)
+    service.manage("adduser", "bench", auth_plain.split(":", 1)[1], timeout=60)
+
+    # Import throughput: the importer into an empty table vs psql \copy into an equivalent one.
+    repeats = 3 if rows <= 200_000 else 1
+    times, lines = [], []
+    for i in range(repeats):
+        if i:
+            pg.psql("TRUNCATE starter_pxcodes")
+        seconds, line = service.import_file(path)
+        times.append(seconds)
+        lines.append(line)
+    in_process = [float(m.group(1)) for m in (re.search(r"in ([\d.]+) s", l) for l in lines) if m]
+    copy_times = [pg.copy_seconds(path) for _ in range(repeats)]
+    reimport_seconds, reimport_line = service.import_file(path, "--replace")
+    imports.append({
+        "size": size, "rows": rows, "import_s": min(times), "import_inproc_s": min(in_process or [0]),
+        "copy_s": min(copy_times), "reimport_s": reimport_seconds, "summary": lines[0],
+        "reimport_summary": reimport_line,
+    })
+    log(f"  import {min(times):.2f}s (in-process {min(in_process or [0]):.2f}s), "
+        f"psql \\copy {min(copy_times):.2f}s, re-import --replace {reimport_seconds:.2f}s")
+    log(f"  {lines[0]}")
+    pg.psql("VACUUM ANALYZE starter_pxcodes", timeout=600)
+
+    service.start(size)
+    try:
+        api = service.base + "/api/v1.0/pxcodes/"
+        status, _, body = fetch(api, auth_b64)
+        if status != 200:
+            raise SystemExit(f"bench: GET {api} answered {status}: {body[:200]!r}")
+        meta = json.loads(body)["meta"]
+        last = urllib.parse.urlsplit(meta["last"])
+        item = "039" if size == 100 else middle_code(path)
+        prefix = "0" if size == 100 else "0SR"
+        urls = {
+            "list": api,
+            "deep": service.base + last.path + ("?" + last.query if last.query else ""),
+            "item": api + item,
+            "304": api,
+            "q": api + "?" + urllib.parse.urlencode({"q": WORD_QUERY}),
+            "code": api + "?" + urllib.parse.urlencode({"code": prefix}),
+        }
+        # Warm-up (workers, connections, caches), bounded.
+        wrk(args.peers, "load.sh", api, auth_plain, args.warmup)
+        for name in ENDPOINTS:
+            url = urls[name]
+            status, _, body = fetch(url, auth_b64)
+            script = "load304.sh" if name == "304" else "load.sh"
+            figures = wrk(args.peers, script, url, auth_plain, args.duration)
+            figures.update(size=size, endpoint=name, url=url[len(service.base):], status=status,
+                           bytes=0 if name == "304" else len(body))
+            if status >= 400:
+                figures.setdefault("note", f"HTTP {status}: {body[:120].decode(errors='replace')}")
+            results.append(figures)
+            shown = figures.get("error") or (
+                f"rps={figures['rps']:.0f} p50={figures['p50']}ms p99={figures['p99']}ms bad={figures['bad']}")
+            log(f"  {name:5} {figures['url']}: {shown}")
+            time.sleep(args.cooldown)
+    finally:
+        service.stop()
+
+
+def run_peer_bench(args):
+    """Run the peers' own harness; return {peer: {endpoint: figures}}."""
+    out = args.workdir / "peers"
+    out.mkdir(exist_ok=True)
+    before = set(out.glob("run-*.tsv"))
+    env = dict(os.environ, BENCH_RESULTS_DIR=str(out), WRK_DURATION=args.duration)
+    names = [p for p in args.peer_names.split(",") if p]
+    log(f"peers: {args.peers}/run_peers.sh {' '.join(names)}")
+    run([args.peers / "run_peers.sh", *names], timeout=200 * len(names) + 120, env=env, capture=True, check=False)
+    new = sorted(set(out.glob("run-*.tsv")) - before)
+    if not new:
+        log("peers: no result file")
+        return {}
+    peers = {}
+    with open(new[-1]) as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            if row["rps"] in ("", "FAILED"):
+                continue
+            peers.setdefault(row["peer"], {})[row["endpoint"]] = {
+                "rps": float(row["rps"]), "p50": float(row["p50_ms"]), "p99": float(row["p99_ms"])}
+    return peers
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def ratio(value, ref):
+    return f"{value / ref:.4f}" if ref else "-"
+
+
+def report(args, results, imports, peers, header):
+    lines = [header]
+    fmt = "%-8s %-5s %-42s %9s %8s %9s %6s %7s %9s %9s"
+    lines.append(fmt % ("size", "ep", "path", "rps", "p50_ms", "p99_ms", "bad", "bytes", "x_nginx", "x_flaskg"))
+    for r in results:
+        path = r["url"] if len(r["url"]) <= 42 else r["url"][:39] + "..."
+        if "error" in r:
+            lines.append(fmt % (r["size"], r["endpoint"], path, "ERROR", "", "", "", "", "", "")
+                         + "  " + " ".join(r["error"])[:80])
+            continue
+        refs = [peers.get(p, {}).get(PEER_ENDPOINT[r["endpoint"]], {}).get("rps") for p in RATIO_PEERS]
+        note = f"  ({r['note']})" if r.get("note") else ""
+        lines.append(fmt % (r["size"], r["endpoint"], path, f"{r['rps']:.0f}", f"{r['p50']:.2f}",
+                            f"{r['p99']:.2f}", r["bad"], r["bytes"], ratio(r["rps"], refs[0]),
+                            ratio(r["rps"], refs[1])) + note)
+    lines.append("# bad = responses not 2xx (not 304 for ep 304); x_nginx / x_flaskg = rps / the peer's rps on the")
+    lines.append("#   matching peer endpoint (list, deep, q, code -> list page; item -> item; 304 -> list 304)")
+    if peers:
+        lines.append("")
+        lines.append("%-24s %-6s %9s %8s %9s" % ("peer", "ep", "rps", "p50_ms", "p99_ms"))
+        for peer, eps in peers.items():
+            for ep, f in eps.items():
+                lines.append("%-24s %-6s %9.0f %8.2f %9.2f" % (peer, ep, f["rps"], f["p50"], f["p99"]))
+    # p50 at the largest size vs 100 rows (target: within 2x).
+    by = {(r["size"], r["endpoint"]): r for r in results if "error" not in r}
+    sizes = sorted({r["size"] for r in results})
+    if len(sizes) > 1:
+        small, large = sizes[0], sizes[-1]
+        parts = []
+        for ep in ENDPOINTS:
+            a, b = by.get((small, ep)), by.get((large, ep))
+            if a and b and a["p50"]:
+                parts.append(f"{ep} {b['p50'] / a['p50']:.2f}")
+        lines.append("")
+        lines.append(f"p50 at {large} rows / p50 at {small} rows: " + ", ".join(parts))
+    lines.append("")
+    ifmt = "%-8s %8s %10s %12s %10s %10s %10s %12s"
+    lines.append(ifmt % ("import", "rows", "import_s", "inproc_s", "copy_s", "x_copy", "x_copy_in", "reimport_s"))
+    for i in imports:
+        lines.append(ifmt % (i["size"], i["rows"], f"{i['import_s']:.2f}", f"{i['import_inproc_s']:.2f}",
+                             f"{i['copy_s']:.2f}", f"{i['copy_s'] / i['import_s']:.2f}",
+                             f"{i['copy_s'] / i['import_inproc_s']:.2f}" if i["import_inproc_s"] else "-",
+                             f"{i['reimport_s']:.2f}"))
+    lines.append("# import_s = wall time of `manage.py import-pxcodes FILE` into an empty table (process start")
+    lines.append("#   included); inproc_s = the time it reports itself (read, validate, write); copy_s = psql \\copy")
+    lines.append("#   of the same file into CREATE TABLE (LIKE starter_pxcodes INCLUDING ALL); x_copy = copy_s /")
+    lines.append("#   import_s (1.0 = as fast as psql); reimport_s = the same file again with --replace (all unchanged)")
+    for i in imports:
+        rate = i["rows"] / i["import_s"]
+        lines.append(f"#   {i['size']}: {rate:,.0f} rows/s end to end, {i['rows'] / i['copy_s']:,.0f} rows/s psql \\copy;"
+                     f" {i['reimport_summary']}")
+    return "\n".join(lines)
+
+
+def ensure_venv(path):
+    """A venv with the service's pinned requirements and bench/requirements.txt, made once."""
+    reqs = [API_DIR / "requirements.txt", BENCH_DIR / "requirements.txt"]
+    stamp = "".join(r.read_text() for r in reqs)
+    marker = path / ".bench-requirements"
+    if (path / "bin" / "python").exists() and marker.exists() and marker.read_text() == stamp:
+        return
+    log(f"creating {path} (pip install -r starter-api/requirements.txt -r bench/requirements.txt)")
+    if path.exists():
+        shutil.rmtree(path)
+    run([sys.executable, "-m", "venv", path], timeout=120)
+    cmd = [path / "bin" / "pip", "install", "-q", "--disable-pip-version-check"]
+    for r in reqs:
+        cmd += ["-r", r]
+    run(cmd, timeout=600)
+    marker.write_text(stamp)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", DEFAULT_SIZES))
+    parser.add_argument("--peers", type=Path,
+                        default=Path(os.environ.get("BENCH_PEERS_DIR", REPO / ".." / "shared" / "bench-peers")))
+    parser.add_argument("--peer-names", default=os.environ.get("BENCH_PEER_NAMES", DEFAULT_PEERS),
+                        help="comma-separated peers to run ('' for none)")
+    parser.add_argument("--duration", default=os.environ.get("WRK_DURATION", "10s"))
+    parser.add_argument("--warmup", default="3s")
+    parser.add_argument("--cooldown", type=float, default=1.0)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "18300")))
+    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("BENCH_WORKDIR", "/tmp/starter-bench")))
+    parser.add_argument("--venv", type=Path, default=Path(os.environ.get("BENCH_VENV", "/tmp/starter-bench-venv")))
+    parser.add_argument("--pg", default=os.environ.get("BENCH_PG", "127.0.0.1:5432"), help="HOST:PORT (trust auth)")
+    parser.add_argument("--pg-user", default="postgres")
+    parser.add_argument("--dbname", default="starter_bench")
+    parser.add_argument("--production-limits", action="store_true",
+                        help="keep the service's default rate limits (they cap the load at ~500 rps per user)")
+    parser.add_argument("--keep-db", action="store_true", help="leave the bench database behind")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    host, _, port = args.pg.partition(":")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit("bench: only a PostgreSQL on this machine (127.0.0.1) is used")
+    args.peers = args.peers.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    for tool in ("wrk", "psql", "curl"):
+        if not shutil.which(tool):
+            raise SystemExit(f"bench: {tool} is not installed (bench/run.sh installs it)")
+    if not (args.peers / "load.sh").exists():
+        raise SystemExit(f"bench: no peers harness at {args.peers} (set --peers or BENCH_PEERS_DIR)")
+
+    ensure_venv(args.venv)
+    python = str(args.venv / "bin" / "python")
+    gunicorn = str(args.venv / "bin" / "gunicorn")
+    pg = Postgres(host, int(port or 5432), args.pg_user, args.dbname)
+    password = secrets.token_urlsafe(12)
+    auth_plain = f"bench:{password}"
+    auth_b64 = base64.b64encode(auth_plain.encode()).decode()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "GUNICORN_", "WEB_CONCURRENCY"))}
+    env.update(FLASK_CONFIG="production", SECRET_KEY=secrets.token_urlsafe(32), DATABASE_URL=pg.url,
+               PYTHONDONTWRITEBYTECODE="1")
+    env.pop("LOG_DIR", None)
+    if not args.production_limits:
+        # The limiter stays on (its cost is measured) with budgets the load cannot reach.
+        env.update(RATELIMIT_PER_USER="1000000 per second", RATELIMIT_PER_ADDRESS="1000000 per second")
+    service = Service(python, gunicorn, env, args.port, args.workdir)
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rev = run(["git", "-C", REPO, "log", "-1", "--format=%h %s"], timeout=10, check=False).stdout.strip()
+    dirty = run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"], timeout=10,
+                check=False).stdout.strip()
+    header = (f"# starter-api bench {stamp}: {os.cpu_count()} cores, loadavg {open('/proc/loadavg').read().split()[0]},"
+              f" commit {rev}{' + uncommitted changes' if dirty else ''}\n"
+              f"# gunicorn -c starter-api/gunicorn.conf.py wsgi:app (FLASK_CONFIG=production), PostgreSQL"
+              f" {args.pg}/{args.dbname}; wrk via {args.peers}/load.sh: {os.environ.get('WRK_THREADS', '2')}"
+              f" threads, {os.environ.get('WRK_CONNS', '32')} conns, {args.duration}; q={WORD_QUERY!r},"
+              f" code=0 (100 rows) / 0SR (ICD-10-PCS-like sets)\n"
+              f"# rate limits: {'the service defaults' if args.production_limits else 'on, budgets raised to 1e6/s'}"
+              f" (memory storage, per worker)")
+    results, imports = [], []
+    pg.create()
+    try:
+        for size in sizes:
+            measure_size(size, args, service, pg, python, auth_plain, auth_b64, results, imports)
+    finally:
+        service.stop()
+        if not args.keep_db:
+            pg.drop()
+    peers = run_peer_bench(args) if args.peer_names else {}
+    table = report(args, results, imports, peers, header)
+    print(table)
+    out = args.workdir / f"results-{stamp}.txt"
+    out.write_text(table + "\n")
+    with open(args.workdir / f"results-{stamp}.json", "w") as f:
+        json.dump({"results": results, "imports": imports, "peers": peers}, f, indent=1)
+    print(f"# results: {out}")
+
+
+if __name__ == "__main__":
+    main()
