@@ -10,7 +10,7 @@ export DOCKER_CONFIG="${DOCKER_CONFIG:-$STACK_CACHE/docker-config}"
 # builder everywhere (docker build and compose build alike).
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0 COMPOSE_BAKE=false
 
-ENGINE_PIDFILE="$STACK_CACHE/dockerd.pid"   # written only when we started the engine ourselves
+ENGINE_PID=""   # set only when this process started dockerd; only that one is stopped
 
 log() { printf '[stack %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -68,11 +68,11 @@ start_engine() {
 	# Host networking only on this machine: no bridge, no iptables rules.
 	dockerd --storage-driver=overlay2 --iptables=false --ip6tables=false --bridge=none \
 		>>"$STACK_LOGS/dockerd.log" 2>&1 &
-	echo $! >"$ENGINE_PIDFILE"
+	ENGINE_PID=$!
 	local i
 	for i in $(seq 1 60); do
-		engine_up && { log "dockerd is up (pid $(cat "$ENGINE_PIDFILE"))"; return 0; }
-		kill -0 "$(cat "$ENGINE_PIDFILE")" 2>/dev/null || break
+		engine_up && { log "dockerd is up (pid $ENGINE_PID)"; return 0; }
+		kill -0 "$ENGINE_PID" 2>/dev/null || break
 		sleep 1
 	done
 	tail -n 20 "$STACK_LOGS/dockerd.log" >&2
@@ -81,10 +81,9 @@ start_engine() {
 
 # Stop the engine only if this script started it, by its PID.
 stop_engine() {
-	[ -f "$ENGINE_PIDFILE" ] || return 0
-	local pid i
-	pid=$(cat "$ENGINE_PIDFILE")
-	rm -f "$ENGINE_PIDFILE"
+	[ -n "$ENGINE_PID" ] || return 0
+	local pid="$ENGINE_PID" i
+	ENGINE_PID=""
 	kill -0 "$pid" 2>/dev/null || return 0
 	log "stopping the dockerd we started (pid $pid)"
 	kill -TERM "$pid"
