@@ -64,6 +64,8 @@ finish() {
 		elif [ "$rc" -eq 0 ]; then
 			ok "down -v removed the containers and the volume $VOLUME"
 		fi
+		# Old builds of the project images, untagged by this run's build (the stand-ins stay).
+		docker image prune -f --filter label=com.docker.compose.image.builder >/dev/null || :
 	fi
 	stop_engine
 	rm -rf "$work"
