@@ -38,6 +38,7 @@ REQUEST_TIMEOUT = (3, 10)
 # The issue's promises, measured against a real server.
 MAX_503_LATENCY = 1.0  # seconds for any request answered while the database is down
 MAX_RECOVERY = 5.0  # seconds from the database accepting connections to the API answering 200
+STATEMENT_TIMEOUT_MS = 2000  # DB_STATEMENT_TIMEOUT given to the server (milliseconds)
 
 
 def _in_ci():
@@ -213,11 +214,12 @@ class Gunicorn:
             "GUNICORN_THREADS": "4",
             "GUNICORN_TIMEOUT": "30",
             "DB_CONNECT_TIMEOUT": "2",
-            "DB_STATEMENT_TIMEOUT": os.environ.get("FAULT_DB_STATEMENT_TIMEOUT", "2"),
+            "DB_STATEMENT_TIMEOUT": str(STATEMENT_TIMEOUT_MS),
             # Traffic here is one user at test speed, not abuse.
-            "RATELIMIT_DEFAULT": "100000/second",
-            "RATELIMIT_ENABLED": "false",
+            "RATELIMIT_PER_USER": "100000 per second",
+            "RATELIMIT_PER_ADDRESS": "100000 per second",
             "LOG_DIR": "",
+            "GUNICORN_CONTROL_SOCKET": str(Path(tmp) / "gunicorn.ctl"),
         }
         command = [sys.executable, "-m", "gunicorn", "--chdir", str(APP_ROOT)]
         if GUNICORN_CONF.exists():
@@ -276,7 +278,7 @@ def session(service):
     s = requests.Session()
     response = s.get(service.base + "/auth/request-token", auth=(ADMIN, ADMIN_PASSWORD),
                      timeout=REQUEST_TIMEOUT)
-    assert response.status_code == 200, response.text
+    assert response.status_code == 200, f"{response.text}\n{service.log()[-3000:]}"
     s.headers["Authorization"] = f"Bearer {response.json()['token']}"
     return s
 
@@ -380,6 +382,16 @@ class Traffic:
         assert not any(t.is_alive() for t in self.threads), "a client thread hung"
 
 
+def _errors_in(log, limit=6000):
+    """The server log's tracebacks and error lines, for a failure message."""
+    lines = [line for line in log.splitlines() if not line.startswith("127.0.0.1 - ")]
+    keep = [i for i, line in enumerate(lines) if "Traceback" in line or "ERROR" in line or "Error" in line]
+    picked = []
+    for i in keep:
+        picked += lines[max(0, i - 2): i + 30]
+    return "\n".join(picked)[-limit:]
+
+
 def _wait_for(predicate, deadline):
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -447,7 +459,7 @@ def test_database_outage_gives_fast_503s_and_recovers_without_losing_writes(
     assert not traffic.failures, traffic.failures[:10]
     # No connection errors, no 5xx but 503, every error JSON, every 503 with Retry-After.
     assert not [r for r in records if isinstance(r[3], str)], "connection errors (hung or dead worker)"
-    assert not [r for r in records if isinstance(r[3], int) and r[3] >= 500 and r[3] != 503]
+    assert not [r for r in records if isinstance(r[3], int) and r[3] >= 500 and r[3] != 503], _errors_in(service.log())
     assert all(r[5] for r in records), "an error response without the JSON error body"
     assert all(r[4] for r in records if r[3] == 503), "a 503 without Retry-After"
     # During the outage requests were answered (503), quickly.
@@ -598,6 +610,68 @@ def test_locked_table_answers_503_within_the_statement_timeout(private_postgres,
         engine.dispose()
     _assert_json_error(response, 503)
     assert response.headers["Retry-After"]
-    print(f"\nlocked table: 503 after {elapsed:.2f}s (DB_STATEMENT_TIMEOUT=2)")
-    assert elapsed < 2 + 1.5
+    print(f"\nlocked table: 503 after {elapsed:.2f}s (DB_STATEMENT_TIMEOUT={STATEMENT_TIMEOUT_MS} ms)")
+    assert elapsed < STATEMENT_TIMEOUT_MS / 1000 + 1.5
     assert _status(session, base + "/api/v1.0/pxcodes/") == 200
+
+
+def _app_losing_its_connection(database_url, after_view):
+    """An in-process app with a test-only route whose database connection dies mid-request.
+
+    The route opens a transaction, has the server terminate its backend, then either
+    returns normally (the connection is found dead only at teardown) or queries again.
+    """
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": "x", "LOG_DIR": None,
+                      "PROPAGATE_EXCEPTIONS": False})
+    killer = create_engine(database_url, isolation_level="AUTOCOMMIT")
+
+    @app.get("/_faults/lose-connection")
+    def lose_connection():
+        pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar()  # a transaction is open
+        with killer.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        time.sleep(0.1)
+        if after_view == "query":
+            db.session.execute(text("SELECT 1"))
+        return {"ok": True}
+
+    return app, killer
+
+
+@pytest.mark.xfail(strict=True, reason="waiting for the lead: session teardown must survive a dead "
+                   "connection (seen as a non-JSON 500 from gunicorn in the outage test)")
+def test_connection_lost_before_teardown_is_not_a_500(fault_database):
+    """The view succeeded, then the database link died: the teardown rollback must not raise."""
+    app, killer = _app_losing_its_connection(fault_database, after_view="return")
+    try:
+        try:
+            response = app.test_client().get("/_faults/lose-connection")
+        except Exception as exc:  # noqa: BLE001 - the bug: the WSGI call itself raises
+            pytest.fail(f"the request raised out of the app (gunicorn answers a plain 500): {exc!r}")
+        assert response.status_code in (200, 503), response.get_data(as_text=True)
+        if response.status_code == 503:
+            _assert_flask_json_error(response, 503)
+    finally:
+        killer.dispose()
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_connection_lost_during_the_view_is_a_503(fault_database):
+    app, killer = _app_losing_its_connection(fault_database, after_view="query")
+    try:
+        response = app.test_client().get("/_faults/lose-connection")
+        _assert_flask_json_error(response, 503)
+        assert response.headers["Retry-After"]
+        # The pool recovers: the next request gets a fresh connection.
+        assert app.test_client().get("/readyz").status_code == 200
+    finally:
+        killer.dispose()
+        with app.app_context():
+            db.engine.dispose()
+
+
+def _assert_flask_json_error(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"status", "error", "message"} and body["status"] == status
