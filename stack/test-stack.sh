@@ -185,6 +185,14 @@ compose exec -T starter-api sh -c 'psql -h localhost -U docker starter < data/st
 count=$(compose exec -T starter-api psql -Atc 'SELECT count(*) FROM starter_pxcodes')
 [ "$count" = 100 ] || die "starter_pxcodes holds $count rows after the import, expected 100"
 ok "createdb, adduser admin admin, psql -h localhost -U docker starter < data/starter_pxcodes.sql: 100 codes"
+# The seed's `docker run --rm -ti ... starter-api /bin/sh` form: another command replaces the server,
+# and the image's PG* defaults plus POSTGRES_PASSWORD from the env file reach the database.
+docker run --rm --network host --env-file "$envfile" -e PGHOST=localhost -e PGPORT="$STACK_PG_PORT" \
+	starter-api sh -c 'python manage.py loaddata && echo "starter_users: $(psql -Atc "SELECT count(*) FROM starter_users")"' \
+	>"$work/run.out" || die "docker run starter-api sh -c '...' failed"
+sed 's/^/  /' "$work/run.out" >&2
+grep -q '^starter_users: 1$' "$work/run.out" || die "docker run starter-api: expected one user"
+ok "docker run starter-api sh -c 'python manage.py loaddata && psql ...': the image's own PG* defaults work"
 log "http --auth admin:admin $API/api/v1.0/pxcodes/"
 http_get first --auth admin:admin "$API/api/v1.0/pxcodes/"
 sed 's/^/  /' "$work/first.head" >&2
@@ -197,14 +205,6 @@ ok "If-None-Match $etag -> 304 Not Modified"
 http_get noauth "$API/api/v1.0/pxcodes/"
 [ "$(status_of noauth)" = 401 ] || die "without credentials: HTTP $(status_of noauth), expected 401"
 ok "without credentials: 401"
-# The seed's `docker run --rm -ti ... starter-api /bin/sh` form: another command replaces the server,
-# and the image's PG* defaults plus POSTGRES_PASSWORD from the env file reach the database.
-docker run --rm --network host --env-file "$envfile" -e PGHOST=localhost -e PGPORT="$STACK_PG_PORT" \
-	starter-api sh -c 'python manage.py loaddata && echo "starter_users: $(psql -Atc "SELECT count(*) FROM starter_users")"' \
-	>"$work/run.out" || die "docker run starter-api sh -c '...' failed"
-sed 's/^/  /' "$work/run.out" >&2
-grep -q '^starter_users: 1$' "$work/run.out" || die "docker run starter-api: expected one user"
-ok "docker run starter-api sh -c 'python manage.py loaddata && psql ...': the image's own PG* defaults work"
 [ -s "$STACK_LOG_DIR/starter-api.log" ] || die "starter-api wrote no log file to its LOG_DIR bind mount"
 ok "starter-api logs to the host folder: $(wc -l <"$STACK_LOG_DIR/starter-api.log") lines in starter-api.log"
 
