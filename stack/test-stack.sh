@@ -75,6 +75,8 @@ finish() {
 	exit "$rc"
 }
 trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # wait_healthy CONTAINER...: until each one's health is `healthy`; fail early if one stops or turns unhealthy.
 wait_healthy() {
@@ -110,7 +112,7 @@ http_get() {
 		{ print > (h ? head : body) }' "$work/$name.raw"
 }
 status_of() { awk 'NR==1 {print $2}' "$work/$1.head"; }
-header_of() { awk -v h="$2" 'BEGIN {IGNORECASE=1} tolower($1) == tolower(h) ":" {sub(/^[^:]*: */, ""); sub(/\r$/, ""); print}' "$work/$1.head"; }
+header_of() { awk -v h="$2" 'tolower($1) == tolower(h) ":" {sub(/^[^:]*: */, ""); sub(/\r$/, ""); print}' "$work/$1.head"; }
 
 # check_pxcodes NAME: the seed's page: 200, total 100, items 039 then 057, an ETag. Prints the ETag.
 check_pxcodes() {
