@@ -12,6 +12,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
+from . import cli_import
 from . import db as database
 from .db import db
 from .models import PxCode, User, ValidationError
@@ -41,7 +42,7 @@ def _where():
     return database.masked_url(current_app.config["SQLALCHEMY_DATABASE_URI"])
 
 
-def create_user(username, password):
+def create_user(username, password, is_admin=False):
     """Add a user, or raise ``click.ClickException`` saying why not."""
     try:
         User.validate_username(username)
@@ -51,7 +52,7 @@ def create_user(username, password):
         raise click.ClickException("password must not be empty")
     if User.by_username(username) is not None:
         raise click.ClickException(f"user {username!r} already exists")
-    user = User(username=username)
+    user = User(username=username, is_admin=is_admin)
     user.password = password
     db.session.add(user)
     db.session.commit()
@@ -84,15 +85,16 @@ def createdb_command():
 @click.command("adduser")
 @click.argument("username")
 @click.argument("password", required=False)
+@click.option("--admin", is_flag=True, help="May create, change and delete codes.")
 @_database_command
-def adduser_command(username, password):
+def adduser_command(username, password, admin):
     """Add a user; the password is prompted for (twice) when omitted."""
     if password is None:
         password = click.prompt("Password", hide_input=True)
         if click.prompt("Repeat for confirmation", hide_input=True) != password:
             raise click.ClickException("the two passwords do not match")
-    create_user(username, password)
-    click.echo(f"User {username!r} added")
+    create_user(username, password, is_admin=admin)
+    click.echo(f"{'Admin' if admin else 'User'} {username!r} added")
 
 
 @click.command("loaddata")
@@ -125,8 +127,8 @@ def bootstrap_command():
     username = config["STARTER_ADMIN_USERNAME"]
     password = config["STARTER_ADMIN_PASSWORD"]
     if username and password and User.by_username(username) is None:
-        create_user(username, password)
-        click.echo(f"User {username!r} added")
+        create_user(username, password, is_admin=True)
+        click.echo(f"Admin {username!r} added")
     click.echo(f"Database ready: {_count_pxcodes()} codes")
 
 
@@ -134,3 +136,4 @@ def init_app(app):
     """Register the management commands on ``app.cli``."""
     for command in (createdb_command, adduser_command, loaddata_command, bootstrap_command):
         app.cli.add_command(command)
+    cli_import.init_app(app)

@@ -42,6 +42,20 @@ def masked_url(url):
     return make_url(url).render_as_string(hide_password=True)
 
 
+def for_dialect(dialect_name):
+    """Return an alembic ``include_object`` hook that skips schema items made for other databases.
+
+    Items declared with ``.ddl_if(dialect=...)`` (PostgreSQL-only indexes) are
+    not created elsewhere, so autogenerate must not ask for them there.
+    """
+
+    def include_object(obj, name, type_, reflected, compare_to):
+        ddl_if = getattr(obj, "_ddl_if", None)
+        return ddl_if is None or ddl_if.dialect in (None, dialect_name)
+
+    return include_object
+
+
 def init_app(app):
     """Bind the database extension to ``app`` with its engine options."""
     url = app.config["SQLALCHEMY_DATABASE_URI"]

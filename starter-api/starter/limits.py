@@ -12,7 +12,12 @@ from flask_limiter.util import get_remote_address
 from limits import parse
 from werkzeug.exceptions import TooManyRequests
 
-limiter = Limiter(key_func=get_remote_address)
+# Limits are read from the app's config per request (callables), so the
+# environment sets them and each app of a test run gets its own.
+limiter = Limiter(
+    key_func=get_remote_address,
+    default_limits=[lambda: current_app.config["RATELIMIT_PER_ADDRESS"]],
+)
 
 FAILED_LOGIN_SCOPE = "failed-login"
 
@@ -21,12 +26,15 @@ def _user_key():
     # Runs after authentication (the limit wraps the view), so the user is known.
     from .auth import auth
 
-    return f"user:{auth.current_user().id}"
+    return f"user:{auth.current_user().username}"
 
 
 # Every API view carries this: a budget per authenticated user.
 per_user = limiter.shared_limit(
-    lambda: current_app.config["RATELIMIT_PER_USER"], scope="per-user", key_func=_user_key
+    lambda: current_app.config["RATELIMIT_PER_USER"],
+    scope="per-user",
+    key_func=_user_key,
+    override_defaults=False,  # the per-address limit still applies
 )
 
 
@@ -36,6 +44,8 @@ def _failed_login_limit():
 
 def refuse_after_failed_logins():
     """429 while this address has used up its failed-login budget."""
+    if not limiter.enabled:
+        return
     item = _failed_login_limit()
     address = get_remote_address()
     if not limiter.limiter.test(item, FAILED_LOGIN_SCOPE, address):
@@ -49,11 +59,10 @@ def refuse_after_failed_logins():
 
 def record_failed_login():
     """Count a rejected credential against this address."""
-    if "Authorization" in request.headers:
+    if limiter.enabled and "Authorization" in request.headers:
         limiter.limiter.hit(_failed_login_limit(), FAILED_LOGIN_SCOPE, get_remote_address())
 
 
 def init_app(app):
-    """Bind the limiter; a per-address limit applies to every request."""
-    app.config.setdefault("RATELIMIT_DEFAULT", app.config["RATELIMIT_PER_ADDRESS"])
+    """Bind the limiter; the per-address limit applies to every request."""
     limiter.init_app(app)

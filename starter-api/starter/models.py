@@ -7,6 +7,7 @@ from urllib.parse import quote
 from flask import current_app, url_for
 from sqlalchemy import BigInteger, Index, String, false, select
 from sqlalchemy.orm import Mapped, mapped_column
+from werkzeug.exceptions import NotFound
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .db import db
@@ -57,6 +58,9 @@ class User(db.Model):
 
     @classmethod
     def by_username(cls, username):
+        """Return the user named ``username``, or None (also for names no user can have)."""
+        if len(username) > USERNAME_MAX or not username.isprintable():
+            return None
         return db.session.scalar(select(cls).filter_by(username=username))
 
     @staticmethod
@@ -97,12 +101,10 @@ class PxCode(db.Model):
     procedure: Mapped[str] = mapped_column(String(PROCEDURE_MAX))
 
     @classmethod
-    def ordered(cls):
-        """Select every code in a stable order (by code)."""
-        return select(cls).order_by(cls.pxcode)
-
-    @classmethod
     def get_or_404(cls, pxcode):
+        # A string that cannot be a code is not looked up (and NUL never reaches the database).
+        if len(pxcode) > PXCODE_MAX or not PXCODE_PATTERN.fullmatch(pxcode):
+            raise NotFound(f"pxcode {pxcode[:40]!r} not found")
         return db.one_or_404(
             select(cls).filter_by(pxcode=pxcode),
             description=f"pxcode {pxcode!r} not found",
@@ -151,6 +153,9 @@ class PxCode(db.Model):
             procedure = data.get("procedure")
             if not isinstance(procedure, str) or not procedure.strip():
                 errors["procedure"] = "required, a non-empty string"
+            elif not procedure.isprintable():
+                # NUL, control characters and lone surrogates cannot be stored as text.
+                errors["procedure"] = "must be printable text (no control characters)"
             elif len(procedure) > PROCEDURE_MAX:
                 errors["procedure"] = f"at most {PROCEDURE_MAX} characters"
         if errors:

@@ -7,10 +7,11 @@ the end. Without a server they skip locally but fail in CI (``CI=true``).
 
 import base64
 import os
+import shutil
 import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -25,10 +26,13 @@ def clear_process_caches():
     from starter.auth import verified
     from starter.limits import limiter
 
+    from limits.storage import MemoryStorage
+
     verified.clear()
     pager.clear()
     rendered_pages.clear()
-    limiter.reset()
+    if isinstance(limiter.storage, MemoryStorage):  # never wipe a shared Redis
+        limiter.reset()
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -62,11 +66,48 @@ def postgres_url():
     admin.dispose()
 
 
+def _migrated(url):
+    """Bring the database at ``url`` to the newest schema, empty."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x", "LOG_DIR": None})
+    with app.app_context():
+        recreate_tables()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    """An SQLite file migrated once; each test gets a copy (migrating per test is slow)."""
+    path = tmp_path_factory.mktemp("template") / "starter.sqlite"
+    _migrated(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_url(postgres_url):
+    _migrated(postgres_url)
+    return postgres_url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'starter.sqlite'}"
-    return request.getfixturevalue("postgres_url")
+        path = tmp_path / "starter.sqlite"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    return request.getfixturevalue("migrated_postgres_url")
+
+
+def _empty_tables():
+    """Empty the tables if the schema is current; otherwise (a test dropped it) rebuild it."""
+    tables = set(inspect(db.engine).get_table_names())
+    if not {"starter_pxcodes", "starter_users", "starter_data_version", "alembic_version"} <= tables:
+        recreate_tables()
+        return
+    for table in ("starter_pxcodes", "starter_users"):
+        db.session.execute(text(f"DELETE FROM {table}"))  # faster than TRUNCATE on tiny tables
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 1, false)"))
+    db.session.commit()
 
 
 @pytest.fixture
@@ -95,25 +136,45 @@ def make_app(database_url, tmp_path):
 
 
 @pytest.fixture
-def empty_app(make_app):
-    """An app whose tables exist but hold nothing."""
-    app = make_app()
-    with app.app_context():
-        recreate_tables()
-    return app
+def make_empty_app(make_app):
+    """Return a factory of apps whose tables exist but hold nothing."""
+
+    def make(**overrides):
+        app = make_app(**overrides)
+        with app.app_context():
+            _empty_tables()
+        return app
+
+    return make
 
 
 @pytest.fixture
-def app(empty_app):
-    """An app with the 100 starter codes, the admin alice and the reader bob."""
-    with empty_app.app_context():
-        run_sql_script(STARTER_SQL.read_text())
-        for username, password, is_admin in ((USERNAME, PASSWORD, True), (READER, READER_PASSWORD, False)):
-            user = User(username=username, is_admin=is_admin)
-            user.password = password
-            db.session.add(user)
-        db.session.commit()
-    return empty_app
+def make_seeded_app(make_empty_app):
+    """Return a factory of apps with the 100 starter codes, the admin alice and the reader bob."""
+
+    def make(**overrides):
+        app = make_empty_app(**overrides)
+        with app.app_context():
+            run_sql_script(STARTER_SQL.read_text())
+            users = ((USERNAME, PASSWORD, True), (READER, READER_PASSWORD, False))
+            for username, password, is_admin in users:
+                user = User(username=username, is_admin=is_admin)
+                user.password = password
+                db.session.add(user)
+            db.session.commit()
+        return app
+
+    return make
+
+
+@pytest.fixture
+def empty_app(make_empty_app):
+    return make_empty_app()
+
+
+@pytest.fixture
+def app(make_seeded_app):
+    return make_seeded_app()
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ def test_bootstrap_prepares_a_new_database(make_app, database_url):
     result = app.test_cli_runner().invoke(args=["bootstrap"])
     assert result.exit_code == 0, result.output
     assert "Loaded 100 starter codes" in result.output
-    assert "User 'admin' added" in result.output
+    assert "Admin 'admin' added" in result.output
     assert _count(app) == 100
     assert app.test_client().get("/api/v1.0/pxcodes/039", auth=("admin", "admin")).status_code == 200
 

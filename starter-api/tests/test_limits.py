@@ -1,0 +1,123 @@
+"""Rate limits, security headers and CORS."""
+
+import os
+import uuid
+
+import pytest
+
+ITEM = "/api/v1.0/pxcodes/039"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def test_rate_limit_headers_on_api_responses(client, auth):
+    response = client.get(ITEM, headers=auth.basic())
+    assert response.status_code == 200
+    assert int(response.headers["X-RateLimit-Limit"]) > 0
+    assert "X-RateLimit-Remaining" in response.headers
+    assert "X-RateLimit-Reset" in response.headers
+
+
+def test_per_user_limit_gives_429_json_with_retry_after(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_PER_USER="3 per minute")
+    client = app.test_client()
+    statuses = [client.get(ITEM, headers=auth.basic()).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    response = client.get(ITEM, headers=auth.basic())
+    assert response.status_code == 429
+    assert response.json["status"] == 429
+    assert response.json["error"] == "Too Many Requests"
+    assert int(response.headers["Retry-After"]) > 0
+    # Another user has a budget of its own.
+    assert client.get(ITEM, headers=auth.reader()).status_code == 200
+
+
+def test_per_address_limit(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_PER_ADDRESS="2 per minute")
+    client = app.test_client()
+    statuses = [client.get(ITEM, headers=h).status_code for h in (auth.basic(), auth.reader(), auth.basic())]
+    assert statuses == [200, 200, 429]
+
+
+def test_failed_logins_are_limited_harder(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_FAILED_LOGINS="3 per minute")
+    client = app.test_client()
+    statuses = [client.get(ITEM, headers=auth.basic("alice", "guess")).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    # Even the right password waits now: guessing from this address is paused.
+    blocked = client.get(ITEM, headers=auth.basic())
+    assert blocked.status_code == 429
+    assert "failed logins" in blocked.json["message"]
+    assert int(blocked.headers["Retry-After"]) >= 1
+
+
+def test_requests_without_credentials_do_not_use_the_failed_login_budget(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_FAILED_LOGINS="2 per minute")
+    client = app.test_client()
+    assert [client.get(ITEM).status_code for _ in range(4)] == [401] * 4
+    assert client.get(ITEM, headers=auth.basic()).status_code == 200
+
+
+def test_limits_can_be_turned_off(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_ENABLED=False, RATELIMIT_PER_USER="1 per minute")
+    client = app.test_client()
+    assert [client.get(ITEM, headers=auth.basic()).status_code for _ in range(3)] == [200] * 3
+    assert client.get(ITEM, headers=auth.basic("alice", "x")).status_code == 401
+
+
+def test_health_probes_are_never_limited(make_app):
+    app = make_app(RATELIMIT_PER_ADDRESS="1 per minute")
+    client = app.test_client()
+    assert [client.get("/healthz").status_code for _ in range(3)] == [200] * 3
+
+
+def test_redis_storage_is_shared_between_workers(make_seeded_app, auth):
+    """Two apps (two workers) on one Redis share each user's budget."""
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is required in CI: {exc}")
+        pytest.skip(f"Redis not reachable: {exc}")
+    settings = {"RATELIMIT_STORAGE_URI": REDIS_URL, "RATELIMIT_PER_USER": "4 per minute"}
+    first = make_seeded_app(**settings)
+    # A user of its own: the shared Redis may hold counts from earlier runs.
+    name = f"redis-{uuid.uuid4().hex[:12]}"
+    assert first.test_cli_runner().invoke(args=["adduser", name, "pw"]).exit_code == 0
+    headers = auth.basic(name, "pw")
+    statuses = [first.test_client().get(ITEM, headers=headers).status_code for _ in range(2)]
+    second = make_seeded_app(**settings)
+    assert second.test_cli_runner().invoke(args=["adduser", name, "pw"]).exit_code == 0
+    statuses += [second.test_client().get(ITEM, headers=headers).status_code for _ in range(3)]
+    assert statuses == [200, 200, 200, 200, 429]
+
+
+def test_security_headers(client, auth):
+    authenticated = client.get(ITEM, headers=auth.basic())
+    assert authenticated.headers["X-Content-Type-Options"] == "nosniff"
+    assert authenticated.headers["Cache-Control"] == "private"
+    anonymous = client.get("/healthz")
+    assert anonymous.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Cache-Control" not in anonymous.headers
+    token = client.get("/auth/request-token", headers=auth.basic())
+    assert token.headers["Cache-Control"] == "no-cache, no-store, max-age=0"
+    not_modified = client.get(ITEM, headers={**auth.basic(), "If-None-Match": authenticated.headers["ETag"]})
+    assert not_modified.headers["Cache-Control"] == "private"
+
+
+def test_cors_is_closed_by_default(client, auth):
+    response = client.get(ITEM, headers={**auth.basic(), "Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    preflight = client.options(ITEM, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+
+
+def test_cors_opens_for_configured_origins(make_seeded_app, auth):
+    app = make_seeded_app(CORS_ORIGINS=["https://app.example"])
+    client = app.test_client()
+    allowed = client.get(ITEM, headers={**auth.basic(), "Origin": "https://app.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "ETag" in allowed.headers["Access-Control-Expose-Headers"]
+    other = client.get(ITEM, headers={**auth.basic(), "Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
