@@ -27,7 +27,7 @@ def _database_command(command):
         try:
             return command(*args, **kwargs)
         except OperationalError as exc:
-            db.session.rollback()
+            database.discard_session()
             detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise click.ClickException(f"database unavailable: {detail}") from None
 

@@ -8,7 +8,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, Table, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -67,6 +67,20 @@ def init_app(app):
     )
     db.init_app(app)
     migrate.init_app(app, db)
+    # Registered after Flask-SQLAlchemy's teardown, so it runs before it.
+    app.teardown_appcontext(lambda exc: discard_session())
+
+
+def discard_session():
+    """Roll back the session; if its connection is dead, drop the connection instead of raising.
+
+    A database that goes away after a view finished must not turn its answer
+    (perhaps a committed write) into a 500 at teardown.
+    """
+    try:
+        db.session.rollback()
+    except SQLAlchemyError:
+        db.session.invalidate()
 
 
 def upgrade_schema():

@@ -4,7 +4,7 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .db import db
+from .db import db, discard_session
 from .http.errors import error_response
 from .limits import limiter
 
@@ -23,7 +23,7 @@ def readyz():
     try:
         db.session.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        db.session.rollback()
+        discard_session()
         current_app.logger.warning("readiness check failed: %s", type(exc).__name__)
         return error_response(503, "the database is unreachable", {"Retry-After": "1"})
     return jsonify(status="ready")

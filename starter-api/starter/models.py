@@ -19,6 +19,13 @@ PROCEDURE_MAX = 255
 # keeps every code safe as a single URL path segment.
 PXCODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]*")
 USERNAME_MAX = 64
+# C0/C1 control characters (NUL among them) and lone surrogates: text no database stores.
+UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def is_storable_text(text):
+    """Return True if ``text`` has no control characters or lone surrogates."""
+    return UNSTORABLE.search(text) is None
 
 
 class ValidationError(ValueError):
@@ -59,7 +66,7 @@ class User(db.Model):
     @classmethod
     def by_username(cls, username):
         """Return the user named ``username``, or None (also for names no user can have)."""
-        if len(username) > USERNAME_MAX or not username.isprintable():
+        if len(username) > USERNAME_MAX or not is_storable_text(username):
             return None
         return db.session.scalar(select(cls).filter_by(username=username))
 
@@ -70,9 +77,9 @@ class User(db.Model):
             raise ValidationError(
                 {"username": f"must be 1 to {USERNAME_MAX} characters"}
             )
-        if ":" in username or not username.isprintable() or username.strip() != username:
+        if ":" in username or not is_storable_text(username) or username.strip() != username:
             raise ValidationError(
-                {"username": "must be printable, without ':' or surrounding spaces"}
+                {"username": "must be text without ':', control characters or surrounding spaces"}
             )
 
 
@@ -153,9 +160,8 @@ class PxCode(db.Model):
             procedure = data.get("procedure")
             if not isinstance(procedure, str) or not procedure.strip():
                 errors["procedure"] = "required, a non-empty string"
-            elif not procedure.isprintable():
-                # NUL, control characters and lone surrogates cannot be stored as text.
-                errors["procedure"] = "must be printable text (no control characters)"
+            elif not is_storable_text(procedure):
+                errors["procedure"] = "must be text without control characters"
             elif len(procedure) > PROCEDURE_MAX:
                 errors["procedure"] = f"at most {PROCEDURE_MAX} characters"
         if errors:

@@ -6,7 +6,7 @@ from flask import request
 from sqlalchemy import and_, select, true
 from werkzeug.exceptions import BadRequest
 
-from .models import PXCODE_MAX, PXCODE_PATTERN, PxCode
+from .models import PXCODE_MAX, PXCODE_PATTERN, PxCode, is_storable_text
 
 SORT_FIELDS = {"pxcode": PxCode.pxcode, "procedure": PxCode.procedure}
 SORT_CHOICES = tuple(f"{sign}{name}" for name in SORT_FIELDS for sign in ("", "-"))
@@ -35,7 +35,7 @@ class PxCodeListing:
         q = request.args.get("q", "")
         if len(q) > Q_MAX_LENGTH:
             raise BadRequest(f"q must be at most {Q_MAX_LENGTH} characters")
-        if not q.replace(" ", "").isprintable():
+        if not is_storable_text(q):
             raise BadRequest("q must not contain control characters")
         # ILIKE ignores case; lower-casing only merges repeated words.
         words = tuple(dict.fromkeys(word.lower() for word in q.split()))

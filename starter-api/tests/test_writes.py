@@ -142,7 +142,7 @@ def test_write_to_missing_item_is_404(client, auth, method):
         ("PUT", {"procedure": "X", "extra": True}, "extra: unknown field"),
         ("PATCH", {}, "nothing to change"),
         ("PATCH", {"procedure": None}, "procedure: required"),
-        ("PATCH", {"procedure": "A\u0000B"}, "printable"),
+        ("PATCH", {"procedure": "A\u0000B"}, "without control characters"),
         ("PATCH", {"procedure": "X" * 256}, "at most 255"),
     ],
 )

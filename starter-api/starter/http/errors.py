@@ -5,7 +5,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
-from ..db import db
+from ..db import discard_session
 
 RETRY_AFTER_SECONDS = 1
 
@@ -28,7 +28,7 @@ def handle_http_exception(exc):
 
 def handle_database_unavailable(exc):
     """The database cannot be reached: 503 with Retry-After, not a 500."""
-    db.session.rollback()
+    discard_session()
     current_app.logger.warning("database unavailable: %s", str(exc.orig).strip())
     return error_response(
         ServiceUnavailable.code,
@@ -39,7 +39,7 @@ def handle_database_unavailable(exc):
 
 def handle_unexpected(exc):
     """Log the traceback server-side; the client gets a plain JSON 500."""
-    db.session.rollback()
+    discard_session()
     current_app.logger.exception("unhandled error")
     return error_response(InternalServerError.code, InternalServerError.description)
 
