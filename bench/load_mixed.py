@@ -79,6 +79,7 @@ class OwnServer:
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
             "LOG_DIR": "",
             "LOG_LEVEL": "WARNING",
+            "GUNICORN_CONTROL_SOCKET": str(self.tmp / "gunicorn.ctl"),
         }
         for item in args.env:
             key, _, value = item.partition("=")

@@ -25,6 +25,7 @@ from starter.models import User
 LIST = "/api/v1.0/pxcodes/"
 ITEM = "/api/v1.0/pxcodes/039"
 ADMIN, ADMIN_PASSWORD = "root-admin", "root-password"
+READER, READER_PASSWORD = "plain-reader", "reader-password"
 ERROR_KEYS = {"status", "error", "message"}
 
 
@@ -82,7 +83,7 @@ class Case:
     method: str
     path: str
     status: int
-    who: str = "user"  # user, admin, none, or raw (the headers carry the Authorization)
+    who: str = "user"  # user (conftest's alice), admin, reader (not an admin), none, or raw (headers)
     headers: dict = field(default_factory=dict)
     json_body: object = None  # serialized with json.dumps, Content-Type application/json
     data: bytes = None  # sent as is
@@ -225,15 +226,13 @@ CASES = [
     Case("if-match-garbage", "GET", ITEM, 412, headers={"If-Match": "garbage"}),
     Case("if-match-weak", "GET", ITEM, 412, headers={"If-Match": 'W/"{etag}"'}),
     Case("if-match-other-tag", "GET", ITEM, 412, headers={"If-Match": '"0000", "1111"'}),
-    Case("if-none-match-star-on-post", "POST", LIST, 412, "admin", json_body={"pxcode": "039", "procedure": "T"},
-         headers={"If-None-Match": "*"}, needs=("edits",)),
     # admin-only writes
-    Case("post-not-admin", "POST", LIST, 403, json_body=VALID, needs=("admin",)),
-    Case("put-not-admin", "PUT", ITEM, 403, json_body={"procedure": "T"}, headers={"If-Match": '"{etag}"'},
+    Case("post-not-admin", "POST", LIST, 403, "reader", json_body=VALID, needs=("admin",)),
+    Case("put-not-admin", "PUT", ITEM, 403, "reader", json_body={"procedure": "T"}, headers={"If-Match": '"{etag}"'},
          needs=("admin", "edits")),
-    Case("patch-not-admin", "PATCH", ITEM, 403, json_body={"procedure": "T"}, headers={"If-Match": '"{etag}"'},
+    Case("patch-not-admin", "PATCH", ITEM, 403, "reader", json_body={"procedure": "T"}, headers={"If-Match": '"{etag}"'},
          needs=("admin", "edits")),
-    Case("delete-not-admin", "DELETE", ITEM, 403, headers={"If-Match": '"{etag}"'}, needs=("admin", "edits")),
+    Case("delete-not-admin", "DELETE", ITEM, 403, "reader", headers={"If-Match": '"{etag}"'}, needs=("admin", "edits")),
     # writes need the current ETag
     Case("put-no-if-match", "PUT", ITEM, 428, "admin", json_body={"procedure": "T"}, needs=("edits",)),
     Case("patch-no-if-match", "PATCH", ITEM, 428, "admin", json_body={"procedure": "T"}, needs=("edits",)),
@@ -267,12 +266,14 @@ CASES = [
 
 @pytest.fixture
 def admin_user(app):
+    """An admin and a plain (non-admin) user of this test's own, whatever conftest's alice is."""
     with app.app_context():
-        user = User(username=ADMIN)
-        if hasattr(User, "is_admin"):
-            user.is_admin = True
-        user.password = ADMIN_PASSWORD
-        db.session.add(user)
+        for name, password, is_admin in ((ADMIN, ADMIN_PASSWORD, True), (READER, READER_PASSWORD, False)):
+            user = User(username=name)
+            if hasattr(User, "is_admin"):
+                user.is_admin = is_admin
+            user.password = password
+            db.session.add(user)
         db.session.commit()
     return ADMIN, ADMIN_PASSWORD
 
@@ -298,6 +299,8 @@ def send(client, auth, admin, case, etag):
         headers.update(auth.basic())
     elif case.who == "admin":
         headers.update(auth.basic(*admin))
+    elif case.who == "reader":
+        headers.update(auth.basic(READER, READER_PASSWORD))
     kwargs = {"headers": headers}
     if case.json_body is not None:
         kwargs["data"] = json.dumps(case.json_body)
@@ -439,6 +442,7 @@ def test_hostile_but_legal_reads(client, auth, path, headers, status):
                    reason="waiting for the lead: " + WAITING_FOR["ratelimit"])
 def test_rate_limit_is_429_json_with_retry_after(make_app):
     app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="3 per minute",
+                   RATELIMIT_PER_USER="3 per minute", RATELIMIT_PER_ADDRESS="3 per minute",
                    RATELIMIT_STORAGE_URI="memory://")
     with app.app_context():
         recreate_tables()
