@@ -37,7 +37,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from .db import db
-from .models import PROCEDURE_MAX, PXCODE_MAX, PXCODE_PATTERN, PxCode
+from .models import PROCEDURE_MAX, PXCODE_MAX, PXCODE_PATTERN, PxCode, is_storable_text
 
 # How many bad lines an error message names before "... and N more".
 MAX_REPORTED = 5
@@ -99,10 +99,10 @@ def validate_row(pxcode, procedure):
         )
     if not procedure:
         return "procedure is empty"
+    if not is_storable_text(procedure):
+        return "procedure holds control characters (tab, line break, NUL, ...)"
     if len(procedure) > PROCEDURE_MAX:
         return f"procedure is {len(procedure)} characters (at most {PROCEDURE_MAX})"
-    if "\x00" in procedure:
-        return "procedure contains a NUL character"
     return None
 
 

@@ -95,10 +95,11 @@ def test_parse_strips_cells_skips_blank_lines_and_trailing_empty_columns():
 
 
 def test_csv_quoting_and_line_numbers_of_multiline_records():
-    text = 'code,procedure\n001,"Bypass, Open ""Approach"""\n002,"two\nlines"\n003,\n'
+    text = 'code,procedure\n001,"Bypass, Open ""Approach"""\n002,"two\nlines"\n003,\n004,ok\n'
     rows, header, errors = parse_text(text, ",")
-    assert rows == [("001", 'Bypass, Open "Approach"'), ("002", "two\nlines")]
-    assert errors == [(5, "procedure is empty")]
+    assert rows == [("001", 'Bypass, Open "Approach"'), ("004", "ok")]
+    assert errors[0][0] == 3 and "control characters" in errors[0][1]
+    assert errors[1] == (5, "procedure is empty")
 
 
 def test_validation_uses_the_api_rules():
@@ -112,16 +113,18 @@ def test_validation_uses_the_api_rules():
             "003",
             "004\tA\tB",
             "001\tduplicate",
+            "005\tbell \x07 inside",
         ]
     )
     rows, header, errors = parse_text(text, "\t")
     assert rows == [("001", "ok")]
-    assert [n for n, _ in errors] == [2, 3, 4, 5, 6, 7, 8]
+    assert [n for n, _ in errors] == [2, 3, 4, 5, 6, 7, 8, 9]
     assert "1 to 10 letters" in errors[0][1]
     assert f"at most {PROCEDURE_MAX}" in errors[3][1]
     assert "expected 2 columns" in errors[4][1] and "found 1" in errors[4][1]
     assert "found 3" in errors[5][1]
     assert errors[6][1] == "pxcode '001' already on line 1"
+    assert "control characters" in errors[7][1]
 
 
 def test_parse_file_reads_utf8_with_bom(tmp_path):
