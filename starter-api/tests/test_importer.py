@@ -315,3 +315,22 @@ def test_a_no_op_import_keeps_the_data_version(app, invoke, tmp_path):
     changed = _write(tmp_path, "changed.tsv", "039\tNEW TITLE\n")
     assert "updated 1" in invoke(app, changed).output
     assert version() != before
+
+
+def test_the_benchmark_generator_writes_an_importable_table(empty_app, invoke, tmp_path):
+    """bench/gen_pxcodes.py (built-in vocabulary: no extra package) feeds the importer."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "gen_pxcodes.py"
+    out = tmp_path / "generated.tsv"
+    for target in (out, tmp_path / "again.tsv"):
+        subprocess.run(
+            [sys.executable, script, "-n", "500", "--source", "words", target],
+            check=True, capture_output=True, timeout=60,
+        )
+    assert out.read_bytes() == (tmp_path / "again.tsv").read_bytes()  # deterministic
+    result = invoke(empty_app, out)
+    assert result.exit_code == 0, result.output
+    assert "inserted 500, updated 0, unchanged 0, rejected 0" in result.output
+    assert all(len(code) == 7 for code in _codes(empty_app))
