@@ -409,8 +409,48 @@ def report(args, results, imports, peers, header):
     for i in imports:
         rate = i["rows"] / i["import_s"]
         lines.append(f"#   {i['size']}: {rate:,.0f} rows/s end to end, {i['rows'] / i['copy_s']:,.0f} rows/s psql \\copy;"
-                     f" {i['reimport_summary']}")
+                     f" re-import: {i['reimport_summary']}")
+    lines.extend(targets(results, imports, peers))
     return "\n".join(lines)
+
+
+def targets(results, imports, peers):
+    """The issue's targets, each with its measured figure and met / NOT met."""
+    by = {(r["size"], r["endpoint"]): r for r in results if "error" not in r}
+    sizes = sorted({r["size"] for r in results})
+    out = ["", "targets (issue 5):"]
+
+    def verdict(ok):
+        return "met" if ok else "NOT met"
+
+    nginx = peers.get("nginx-static", {})
+    for size in sizes:
+        for ep in ("list", "item", "304"):
+            r, ref = by.get((size, ep)), nginx.get(PEER_ENDPOINT[ep], {}).get("rps")
+            if r and ref:
+                x = r["rps"] / ref
+                out.append(f"  {size} {ep}: {x:.4f} of nginx (>= 0.10): {verdict(x >= 0.10)}")
+        item, n304 = by.get((size, "item")), by.get((size, "304"))
+        if item and n304:
+            out.append(f"  {size} 304 {n304['rps']:.0f} rps vs item {item['rps']:.0f} rps (304 >= item):"
+                       f" {verdict(n304['rps'] >= item['rps'])}")
+    if len(sizes) > 1 and sizes[-1] >= 1_000_000:
+        small, large = sizes[0], sizes[-1]
+        for ep in ENDPOINTS:
+            a, b = by.get((small, ep)), by.get((large, ep))
+            if a and b and a["p50"]:
+                x = b["p50"] / a["p50"]
+                out.append(f"  p50 {ep} at {large} / at {small}: {x:.2f} (<= 2): {verdict(x <= 2)}")
+        for ep in ("q", "code"):
+            r = by.get((large, ep))
+            if r:
+                out.append(f"  {ep} p99 at {large}: {r['p99']:.1f} ms (< 50 ms): {verdict(r['p99'] < 50)}")
+    for i in imports:
+        if i["size"] == 78638:
+            x = i["copy_s"] / i["import_s"]
+            out.append(f"  import 78,638: {x:.2f} of psql \\copy speed end to end, "
+                       f"{i['copy_s'] / i['import_inproc_s']:.2f} in-process (>= 0.5): {verdict(x >= 0.5)}")
+    return out
 
 
 def ensure_venv(path):
