@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build local stand-ins for the official base images the project's Dockerfiles use
 # (python:3.13-slim, postgres:17, busybox), for machines that cannot pull from Docker Hub.
-# A stand-in whose tag already exists is kept (delete it with `docker rmi TAG` to rebuild it).
-# Needs a running Docker engine (see stack/test-stack.sh or `make engine`), debootstrap and busybox-static.
+# A stand-in is kept between runs and rebuilt only when its files here change (or `docker rmi TAG`).
+# Needs a running Docker engine (stack/test-stack.sh starts one); installs debootstrap and busybox-static.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=stack/lib.sh
@@ -31,15 +31,20 @@ build_base() {
 	log "imported $BASE_TAG"
 }
 
-build_standin() {  # build_standin TAG FOLDER [extra files for the build context...]
-	local tag="$1" dir="$here/standins/$2" ctx logf
+# build_standin TAG FOLDER [extra files for the build context...]: build unless an image TAG made from the
+# same files exists (the label starter.standin.source holds their checksum, so an edit rebuilds it).
+build_standin() {
+	local tag="$1" dir="$here/standins/$2" ctx logf want have
 	shift 2
-	have_image "$tag" && { log "$tag exists, kept"; return 0; }
+	want=$(cat "$dir"/* "$@" | sha256sum | cut -c1-16)
+	have=$(docker image inspect -f '{{index .Config.Labels "starter.standin.source"}}' "$tag" 2>/dev/null || :)
+	[ "$have" = "$want" ] && { log "$tag exists, kept"; return 0; }
 	logf="$STACK_LOGS/standin-${tag//[:\/]/_}.log"
 	ctx=$(mktemp -d /tmp/standin-ctx.XXXXXX)
 	cp -p "$dir"/* "$@" "$ctx"/
 	log "building stand-in $tag (log: $logf)"
-	if ! docker build --network host --build-arg "BASE=$BASE_TAG" -t "$tag" "$ctx" >"$logf" 2>&1; then
+	if ! docker build --network host --build-arg "BASE=$BASE_TAG" --label "starter.standin.source=$want" \
+		-t "$tag" "$ctx" >"$logf" 2>&1; then
 		tail -n 30 "$logf" >&2
 		rm -rf "$ctx"
 		die "building the stand-in $tag failed"

@@ -42,7 +42,7 @@ container_logs() {
 	local c
 	for c in "${CONTAINERS[@]}"; do
 		docker container inspect "$c" >/dev/null 2>&1 || continue
-		printf '\n----- last lines of `docker logs %s` (%s) -----\n' "$c" \
+		printf '\n----- last lines of "docker logs %s" (%s) -----\n' "$c" \
 			"$(docker container inspect -f '{{.State.Status}}{{if .State.Health}}, {{.State.Health.Status}}{{end}}' "$c")" >&2
 		docker logs --tail 40 "$c" 2>&1 | sed 's/^/  /' >&2
 	done

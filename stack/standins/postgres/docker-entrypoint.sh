@@ -50,19 +50,22 @@ init_cluster() {
 
 	# A temporary server on the unix socket only, for the database and the init scripts.
 	pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -p ${PGPORT:-5432}" -w start
+	# psql on the unix socket, whatever PGHOST the container was given.
+	local -x PGHOST='' PGHOSTADDR=''
 	local psql=(psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --no-password --no-psqlrc)
 	if [ "$POSTGRES_DB" != postgres ]; then
 		log "creating database $POSTGRES_DB"
-		PGHOST= PGHOSTADDR= "${psql[@]}" --dbname postgres --set db="$POSTGRES_DB" \
+		"${psql[@]}" --dbname postgres --set db="$POSTGRES_DB" \
 			<<<'CREATE DATABASE :"db";'
 	fi
 	local f
 	for f in /docker-entrypoint-initdb.d/*; do
 		case "$f" in
 			*.sh)
+				# shellcheck disable=SC1090  # the init scripts are the user's
 				if [ -x "$f" ]; then log "running $f"; "$f"; else log "sourcing $f"; . "$f"; fi ;;
-			*.sql)    log "running $f"; PGHOST= PGHOSTADDR= "${psql[@]}" --dbname "$POSTGRES_DB" -f "$f" ;;
-			*.sql.gz) log "running $f"; gunzip -c "$f" | PGHOST= PGHOSTADDR= "${psql[@]}" --dbname "$POSTGRES_DB" ;;
+			*.sql)    log "running $f"; "${psql[@]}" --dbname "$POSTGRES_DB" -f "$f" ;;
+			*.sql.gz) log "running $f"; gunzip -c "$f" | "${psql[@]}" --dbname "$POSTGRES_DB" ;;
 			*/\*)     ;;  # empty folder
 			*)        log "ignoring $f" ;;
 		esac
