@@ -21,16 +21,23 @@ def init_app(app):
             handler.close()
     handlers = [logging.StreamHandler(sys.stderr)]
     log_dir = app.config.get("LOG_DIR")
+    problem = None
     if log_dir:
-        os.makedirs(log_dir, exist_ok=True)
-        handlers.append(
-            logging.handlers.RotatingFileHandler(
-                os.path.join(log_dir, LOG_FILE), maxBytes=10 * 2**20, backupCount=5
+        try:
+            os.makedirs(log_dir, exist_ok=True)
+            handlers.append(
+                logging.handlers.RotatingFileHandler(
+                    os.path.join(log_dir, LOG_FILE), maxBytes=10 * 2**20, backupCount=5
+                )
             )
-        )
+        except OSError as exc:
+            # A log folder we cannot write must not stop the service: stderr still works.
+            problem = f"cannot write logs to {log_dir} ({exc.strerror}); logging to stderr only"
     for handler in handlers:
         handler._starter = True
         handler.setFormatter(logging.Formatter(FORMAT))
         logger.addHandler(handler)
     # Flask's default stderr handler would print every line twice.
     logger.removeHandler(default_handler)
+    if problem:
+        logger.warning(problem)

@@ -145,3 +145,12 @@ def test_trailing_slash_redirects_keep_working(client, auth):
     response = client.get("/api/v1.0/pxcodes", headers=auth.basic())
     assert response.status_code == 308
     assert response.headers["Location"].endswith("/api/v1.0/pxcodes/")
+
+
+def test_unwritable_log_folder_falls_back_to_stderr(make_app, tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log folder should be")
+    with caplog.at_level(logging.WARNING, logger="starter"):
+        app = make_app(LOG_DIR=str(blocker / "logs"))
+    assert "logging to stderr only" in caplog.text
+    assert app.test_client().get("/healthz").status_code == 200

@@ -32,6 +32,28 @@ def test_every_kind_of_write_bumps_the_data_version(app):
     assert len(set(seen)) == 4
 
 
+def test_a_reload_that_changes_nothing_keeps_the_version(app):
+    from starter.db import STARTER_SQL, run_sql_script
+
+    before = _version(app)
+    with app.app_context():
+        run_sql_script(STARTER_SQL.read_text())
+        db.session.execute(text("UPDATE starter_pxcodes SET procedure = 'X' WHERE pxcode = 'none'"))
+        db.session.execute(text("DELETE FROM starter_pxcodes WHERE pxcode = 'none'"))
+        db.session.commit()
+    assert _version(app) == before
+
+
+def test_emptying_the_table_bumps_the_version(app):
+    before = _version(app)
+    with app.app_context():
+        # SQLite has no TRUNCATE; its unqualified DELETE is the same fast path.
+        postgres = db.engine.dialect.name == "postgresql"
+        db.session.execute(text("TRUNCATE starter_pxcodes" if postgres else "DELETE FROM starter_pxcodes"))
+        db.session.commit()
+    assert _version(app) != before
+
+
 def test_a_rolled_back_write_leaves_the_version(app):
     before = _version(app)
     with app.app_context():

@@ -15,18 +15,35 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-POSTGRES_TRIGGER = """
+# Statement triggers, so a bulk import bumps the version once; the transition
+# table lets a statement that changed nothing (a reload: ON CONFLICT DO
+# NOTHING) leave the version, and with it every cached page, alone.
+POSTGRES_TRIGGERS = """
 CREATE OR REPLACE FUNCTION starter_bump_data_version() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE starter_data_version SET version = version + 1 WHERE id = 1;
+    -- Two branches: changed_rows does not exist for TRUNCATE.
+    IF TG_OP = 'TRUNCATE' THEN
+        UPDATE starter_data_version SET version = version + 1 WHERE id = 1;
+    ELSIF EXISTS (SELECT 1 FROM changed_rows) THEN
+        UPDATE starter_data_version SET version = version + 1 WHERE id = 1;
+    END IF;
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER starter_pxcodes_data_version
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON starter_pxcodes
+CREATE TRIGGER starter_pxcodes_version_insert AFTER INSERT ON starter_pxcodes
+    REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION starter_bump_data_version();
+CREATE TRIGGER starter_pxcodes_version_update AFTER UPDATE ON starter_pxcodes
+    REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION starter_bump_data_version();
+CREATE TRIGGER starter_pxcodes_version_delete AFTER DELETE ON starter_pxcodes
+    REFERENCING OLD TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION starter_bump_data_version();
+CREATE TRIGGER starter_pxcodes_version_truncate AFTER TRUNCATE ON starter_pxcodes
     FOR EACH STATEMENT EXECUTE FUNCTION starter_bump_data_version();
 """
+POSTGRES_TRIGGER_NAMES = ("insert", "update", "delete", "truncate")
 
 # SQLite has row triggers only.
 SQLITE_TRIGGER = """
@@ -71,7 +88,7 @@ def upgrade():
     )
     op.bulk_insert(version, [{"id": 1, "epoch": uuid.uuid4().hex, "version": 1}])
     if postgres:
-        op.execute(POSTGRES_TRIGGER)
+        op.execute(POSTGRES_TRIGGERS)
     else:
         for event in SQLITE_EVENTS:
             op.execute(SQLITE_TRIGGER.format(event=event))
@@ -80,7 +97,8 @@ def upgrade():
 def downgrade():
     postgres = op.get_bind().dialect.name == "postgresql"
     if postgres:
-        op.execute("DROP TRIGGER IF EXISTS starter_pxcodes_data_version ON starter_pxcodes")
+        for name in POSTGRES_TRIGGER_NAMES:
+            op.execute(f"DROP TRIGGER IF EXISTS starter_pxcodes_version_{name} ON starter_pxcodes")
         op.execute("DROP FUNCTION IF EXISTS starter_bump_data_version()")
         op.drop_index("ix_starter_pxcodes_procedure_trgm", table_name="starter_pxcodes")
         op.drop_index("ix_starter_pxcodes_pxcode_pattern", table_name="starter_pxcodes")
