@@ -1,6 +1,7 @@
 # Life cycle of the Docker Compose stack (docker-compose.yml), as in the seed:
 #   make env build up    then  make ps / make logs / make down / make destroy / make clean
-# On a machine that allows host networking only, add HOSTNET=1 (postgres on 55432, starter-api on 55000).
+# On a machine that allows host networking only, add HOSTNET=1 (postgres on 55432, redis on 56379,
+# starter-api on 55000).
 # The stack test: make stack-test (root; see README.md, "The stack test").
 
 COMPOSE_FILES := -f docker-compose.yml $(if $(HOSTNET),-f docker-compose.hostnet.yml)
@@ -20,7 +21,7 @@ env: .env ## make .env from .env.example, with a random SECRET_KEY
 	chmod 600 .env
 	@echo "wrote .env: change POSTGRES_PASSWORD before the first 'make up'"
 
-build: ## build the images db/postgres_datastore, db/postgres, starter-api
+build: ## build the images db/postgres_datastore, db/postgres, starter-api (redis runs redis:8 as is)
 	$(COMPOSE) build
 
 up: ## start the stack in the background (docker compose up -d)
@@ -51,7 +52,7 @@ lint: ## hadolint every Dockerfile (hadolint from the stack test's tool venv, or
 diagram: ## redraw images/Starter_Microservices_Deployment.png from its .dot source (Debian's graphviz)
 	dot -Tpng -Gdpi=110 -o images/Starter_Microservices_Deployment.png images/Starter_Microservices_Deployment.dot
 
-standins: ## build local stand-ins for python:3.13-slim, postgres:17, busybox (no Docker Hub)
+standins: ## build local stand-ins for python:3.13-slim, postgres:17, redis:8, busybox (no Docker Hub)
 	bash stack/build-standins.sh
 
 stack-test: ## build, run and check the whole stack (root; host networking only)

@@ -6,10 +6,11 @@
 #
 # On a machine of this project's kind (Debian bookworm, root, no Docker Hub, host networking only) it
 # installs docker.io and starts dockerd if none runs (and stops it again, by PID, at the end), builds local
-# stand-ins for python:3.13-slim, postgres:17 and busybox (kept between runs), lints every Dockerfile with
-# hadolint, checks the compose file, and runs the stack with docker-compose.hostnet.yml laid over
-# docker-compose.yml: postgres on 127.0.0.1:$STACK_PG_PORT (55432), starter-api on 127.0.0.1:$STACK_API_PORT
-# (55000). Exits non-zero on the first failure, with the last lines of the containers' logs.
+# stand-ins for python:3.13-slim, postgres:17, redis:8 and busybox (kept between runs), lints every Dockerfile
+# with hadolint, checks the compose file, and runs the stack with docker-compose.hostnet.yml laid over
+# docker-compose.yml: postgres on 127.0.0.1:$STACK_PG_PORT (55432), redis on 127.0.0.1:$STACK_REDIS_PORT
+# (56379), starter-api on 127.0.0.1:$STACK_API_PORT (55000). Exits non-zero on the first failure, with the
+# last lines of the containers' logs.
 # Engine, tool venv and logs: /var/cache/starter-stack, /var/log/starter-stack (see stack/lib.sh).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,10 +18,11 @@ repo="$(cd "$here/.." && pwd)"
 # shellcheck source=stack/lib.sh
 . "$here/lib.sh"
 
-export STACK_PG_PORT="${STACK_PG_PORT:-55432}" STACK_API_PORT="${STACK_API_PORT:-55000}"
+export STACK_PG_PORT="${STACK_PG_PORT:-55432}" STACK_API_PORT="${STACK_API_PORT:-55000}" \
+	STACK_REDIS_PORT="${STACK_REDIS_PORT:-56379}"
 API="http://127.0.0.1:$STACK_API_PORT"
 WAIT_SECS="${STACK_WAIT_SECS:-180}"
-CONTAINERS=(postgres_data postgres starter-api)
+CONTAINERS=(postgres_data postgres redis starter-api)
 VOLUME=flask-db-docker_postgres_data
 
 [ "$(id -u)" = 0 ] || die "run as root (it installs packages and starts dockerd)"
@@ -163,21 +165,27 @@ ok "docker compose config: docker-compose.yml and the host-network override are 
 phase "build project images"
 compose build >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; die "docker compose build"; }
 cp "$work/build.log" "$STACK_LOGS/compose-build.log"
-ok "built db/postgres_datastore, db/postgres, starter-api (log: $STACK_LOGS/compose-build.log)"
+ok "built db/postgres_datastore, db/postgres, starter-api (log: $STACK_LOGS/compose-build.log); redis uses redis:8 as is"
 
 phase "up"
 port_free "$STACK_PG_PORT" || die "port $STACK_PG_PORT is taken (set STACK_PG_PORT)"
 port_free "$STACK_API_PORT" || die "port $STACK_API_PORT is taken (set STACK_API_PORT)"
+port_free "$STACK_REDIS_PORT" || die "port $STACK_REDIS_PORT is taken (set STACK_REDIS_PORT)"
 compose down -v --remove-orphans >/dev/null 2>&1 || :   # leftovers of an interrupted run
 mkdir -p "$STACK_LOG_DIR" && chmod a+rwx "$STACK_LOG_DIR"
 stack_started=1
 compose up -d
-wait_healthy postgres starter-api
+wait_healthy postgres redis starter-api
 docker container inspect postgres_data >/dev/null || die "the data-only container postgres_data does not exist"
 if [[ "$(docker network ls --format '{{.Name}}')" == *flask-db-docker* ]]; then
 	die "a flask-db-docker network was created; the override must keep every service on the host network"
 fi
-ok "postgres and starter-api healthy; postgres_data exists ($(docker container inspect -f '{{.State.Status}}' postgres_data))"
+ok "postgres, redis and starter-api healthy; postgres_data exists ($(docker container inspect -f '{{.State.Status}}' postgres_data))"
+# redis: the stand-in (like the official image) drops from root to the user redis (uid 999).
+redis_uid=$(docker container top redis -eo pid,uid,args | awk '/redis-server/ {print $2; exit}')
+[ "$redis_uid" = 999 ] || die "redis-server runs as uid '${redis_uid}', expected 999 (user redis)"
+[ -n "$(ss -Hltn "src 127.0.0.1 and sport = :$STACK_REDIS_PORT")" ] || die "nothing listens on 127.0.0.1:$STACK_REDIS_PORT"
+ok "redis-server runs as uid 999 (redis) and listens on 127.0.0.1:$STACK_REDIS_PORT (not the host's 6379)"
 
 phase "seed flow"
 compose exec -T starter-api python manage.py createdb
@@ -207,6 +215,26 @@ ok "If-None-Match $etag -> 304 Not Modified"
 http_get noauth "$API/api/v1.0/pxcodes/"
 [ "$(status_of noauth)" = 401 ] || die "without credentials: HTTP $(status_of noauth), expected 401"
 ok "without credentials: 401"
+
+# Rate limiting runs, and its counters are in the stack's redis (not in memory, not in the host's Redis).
+[ -n "$(header_of first X-RateLimit-Limit)" ] || die "no X-RateLimit-Limit header: rate limiting is off"
+uri=$(docker exec starter-api printenv RATELIMIT_STORAGE_URI) || die "starter-api has no RATELIMIT_STORAGE_URI"
+[ "$uri" = "redis://127.0.0.1:$STACK_REDIS_PORT" ] || die "starter-api: RATELIMIT_STORAGE_URI=$uri"
+redis_keys() { docker exec redis redis-cli -p "$STACK_REDIS_PORT" --scan --pattern "$1"; }
+# A rejected password counts against the address for a minute (RATELIMIT_FAILED_LOGINS): a key that lasts.
+http_get badpass --auth admin:wrong-password "$API/api/v1.0/pxcodes/"
+[ "$(status_of badpass)" = 401 ] || die "wrong password: HTTP $(status_of badpass), expected 401"
+redis_keys 'LIMITS:*failed-login*' >"$work/keys-failed"
+[ -s "$work/keys-failed" ] || die "no failed-login counter (LIMITS:*failed-login*) in the stack's redis"
+# The per-user and per-address counters live one second (500 and 1000 per second): look right after a request.
+for try in 1 2 3 4 5; do
+	http_get limited --auth admin:admin "$API/api/v1.0/pxcodes/"
+	redis_keys 'LIMITS:*' | grep -v failed-login >"$work/keys-hits" || :
+	[ -s "$work/keys-hits" ] && break
+	[ "$try" -lt 5 ] || die "no request counters (LIMITS:*) in the stack's redis after 5 requests"
+done
+sed 's/^/  /' "$work/keys-failed" "$work/keys-hits" >&2
+ok "X-RateLimit-Limit: $(header_of limited X-RateLimit-Limit); the limits live in the stack's redis ($uri): $(cat "$work/keys-failed" "$work/keys-hits" | wc -l) LIMITS: keys"
 [ -s "$STACK_LOG_DIR/starter-api.log" ] || die "starter-api wrote no log file to its LOG_DIR bind mount"
 ok "starter-api logs to the host folder: $(wc -l <"$STACK_LOG_DIR/starter-api.log") lines in starter-api.log"
 
@@ -217,7 +245,7 @@ for c in "${CONTAINERS[@]}"; do
 done
 docker volume inspect "$VOLUME" >/dev/null || die "volume $VOLUME did not survive down"
 compose up -d
-wait_healthy postgres starter-api
+wait_healthy postgres redis starter-api
 docker logs postgres >"$work/postgres.log" 2>&1
 grep -q 'skipping initialization' "$work/postgres.log" \
 	|| die "postgres initialized a new cluster after down/up: the data did not survive"
