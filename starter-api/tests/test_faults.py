@@ -131,6 +131,23 @@ class PrivatePostgres:
         except (OSError, ValueError, IndexError):
             return None
 
+    def _processes(self):
+        """The postmaster and its children (backends, checkpointer, ...), by PID."""
+        pid = self.pid
+        if pid is None:
+            return []
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [pid, *map(int, children)]
+
+    def freeze(self):
+        """Hang the server without closing a socket (SIGSTOP): the kernel still accepts and ACKs."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self):
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+
     def url(self, database="postgres"):
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
 
@@ -675,3 +692,28 @@ def _assert_flask_json_error(response, status):
     assert response.status_code == status, response.get_data(as_text=True)
     body = response.get_json()
     assert set(body) == {"status", "error", "message"} and body["status"] == status
+
+
+@pytest.mark.xfail(strict=True, reason="waiting for the lead: /readyz must not hang on a hung database "
+                   "(check on a fresh, unpooled connection bounded by DB_CONNECT_TIMEOUT, or in a thread "
+                   "with a join timeout)")
+def test_hung_database_readyz_answers_503_within_the_connect_timeout(private_postgres, service, session):
+    """A database that hangs (SIGSTOP: sockets open, nothing answers) must not hang the probe.
+
+    The orchestrator relies on /readyz to take the instance out of rotation; today its
+    pooled connection's pre-ping blocks forever (gthread workers are never timed out).
+    """
+    base = service.base
+    for _ in range(10):  # every worker has a pooled connection to the healthy server
+        assert _status(session, base + "/readyz") == 200
+    private_postgres.freeze()
+    try:
+        started = time.monotonic()
+        try:
+            response = requests.get(base + "/readyz", timeout=(3, 2 + 3))
+        except requests.Timeout:
+            pytest.fail(f"/readyz hung for {time.monotonic() - started:.1f}s on a hung database")
+        _assert_json_error(response, 503)
+    finally:
+        private_postgres.thaw()
+    assert _wait_for(lambda: _status(session, base + "/readyz") == 200, MAX_RECOVERY)
