@@ -42,6 +42,15 @@ class Config:
     PAGE_SIZE_DEFAULT = 100
     PAGE_SIZE_MAX = 100
     RATELIMIT_HEADERS_ENABLED = True
+    # If the counters' store (Redis) is unreachable, keep serving: count in memory
+    # meanwhile, and give up on a store that does not answer within half a second.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True
+    RATELIMIT_STORAGE_OPTIONS = {
+        "wrap_exceptions": True,
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": 0.5,
+    }
 
     @classmethod
     def from_environ(cls, environ=os.environ):

@@ -10,6 +10,7 @@ from flask import current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
+from limits.errors import StorageError
 from werkzeug.exceptions import TooManyRequests
 
 # Limits are read from the app's config per request (callables), so the
@@ -48,19 +49,32 @@ def refuse_after_failed_logins():
         return
     item = _failed_login_limit()
     address = get_remote_address()
-    if not limiter.limiter.test(item, FAILED_LOGIN_SCOPE, address):
+    try:
+        if limiter.limiter.test(item, FAILED_LOGIN_SCOPE, address):
+            return
         reset_at, _ = limiter.limiter.get_window_stats(item, FAILED_LOGIN_SCOPE, address)
-        retry_after = max(1, int(reset_at - time.time()))
-        raise TooManyRequests(
-            "too many failed logins from this address; retry later",
-            retry_after=retry_after,
-        )
+    except StorageError as exc:
+        _storage_unavailable(exc)
+        return
+    raise TooManyRequests(
+        "too many failed logins from this address; retry later",
+        retry_after=max(1, int(reset_at - time.time())),
+    )
 
 
 def record_failed_login():
     """Count a rejected credential against this address."""
     if limiter.enabled and "Authorization" in request.headers:
-        limiter.limiter.hit(_failed_login_limit(), FAILED_LOGIN_SCOPE, get_remote_address())
+        try:
+            limiter.limiter.hit(_failed_login_limit(), FAILED_LOGIN_SCOPE, get_remote_address())
+        except StorageError as exc:
+            _storage_unavailable(exc)
+
+
+def _storage_unavailable(exc):
+    # Serving matters more than counting: flask-limiter falls back to memory for
+    # its own limits; the failed-login budget is skipped until the store is back.
+    current_app.logger.warning("rate-limit storage unavailable: %s", exc)
 
 
 def init_app(app):

@@ -92,6 +92,15 @@ def test_redis_storage_is_shared_between_workers(make_seeded_app, auth):
     assert statuses == [200, 200, 200, 200, 429]
 
 
+def test_unreachable_counter_store_does_not_stop_the_service(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_STORAGE_URI="redis://127.0.0.1:9", RATELIMIT_PER_USER="2 per minute")
+    client = app.test_client()
+    assert client.get(ITEM, headers=auth.basic("alice", "wrong")).status_code == 401
+    statuses = [client.get(ITEM, headers=auth.basic()).status_code for _ in range(3)]
+    # Served, and still limited: flask-limiter counts in memory meanwhile.
+    assert statuses == [200, 200, 429]
+
+
 def test_security_headers(client, auth):
     authenticated = client.get(ITEM, headers=auth.basic())
     assert authenticated.headers["X-Content-Type-Options"] == "nosniff"
