@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy import text
 
 from starter import create_app
 from starter.auth import TOKEN_SALT
@@ -458,3 +459,107 @@ def test_rate_limit_is_429_json_with_retry_after(make_app):
     assert_json_error(response, 429)
     assert int(response.headers["Retry-After"]) >= 1
     assert any(h.lower().startswith("x-ratelimit-") for h in response.headers.keys())
+
+
+# --- the CLI: bad files and bad rows name the line and write nothing ---
+
+INSERT = "INSERT INTO starter_pxcodes (pxcode, procedure) VALUES "
+
+
+@dataclass
+class FileCase:
+    id: str
+    content: bytes
+    line: int  # the line the message must name
+    bad_on: tuple = ("sqlite", "postgresql")  # where the database itself refuses the row today
+
+
+def _sql(*rows):
+    return "".join(f"{INSERT}{row};\n" for row in rows).encode()
+
+
+LOADDATA_CASES = [
+    FileCase("syntax-error", _sql("('A1', 'ONE')", "('A2', 'TWO')") + f"{INSERT}('B1', 'X' ;\n".encode(), 3),
+    FileCase("null-procedure", _sql("('A1', 'ONE')", "('A2', NULL)"), 2),
+    FileCase("duplicate-code", _sql("('A1', 'ONE')", "('A2', 'TWO')", "('A1', 'AGAIN')"), 3),
+    FileCase("unknown-column", _sql("('A1', 'ONE')") + b"INSERT INTO starter_pxcodes (pxcode, title) VALUES ('A2', 'T');\n", 2),
+    FileCase("not-utf8", _sql("('A1', 'ONE')") + f"{INSERT}('A2', 'CAF".encode() + b"\xe9');\n", 2),
+    FileCase("code-too-long", _sql("('A1', 'ONE')", "('ABCDEFGHIJK', 'TWO')"), 2, bad_on=("postgresql",)),
+    FileCase("title-too-long", _sql("('A1', 'ONE')", "('A2', '" + "T" * 256 + "')"), 2, bad_on=("postgresql",)),
+    FileCase("empty-code", _sql("('A1', 'ONE')", "('', 'TWO')"), 2, bad_on=()),
+    FileCase("code-with-space", _sql("('A1', 'ONE')", "('BAD CODE', 'TWO')"), 2, bad_on=()),
+    FileCase("blank-title", _sql("('A1', 'ONE')", "('A2', '   ')"), 2, bad_on=()),
+]
+
+
+def _count(app):
+    with app.app_context():
+        return db.session.scalar(text("SELECT count(*) FROM starter_pxcodes"))
+
+
+def _one_line_error(result):
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def _loaddata_marks(case, backend):
+    if case.id == "not-utf8" or backend in case.bad_on:
+        return []
+    return [pytest.mark.xfail(strict=True, reason=(
+        "waiting for the lead: the database accepts this row the API would refuse "
+        "(CHECK constraints matching the model's rules, in a migration)"))]
+
+
+@pytest.mark.parametrize(
+    "database_url, case",
+    [pytest.param(b, c, id=f"{b}-{c.id}", marks=_loaddata_marks(c, b))
+     for b in ("sqlite", "postgresql") for c in LOADDATA_CASES],
+    indirect=["database_url"],
+)
+def test_loaddata_bad_file_writes_nothing(empty_app, tmp_path, case):
+    path = tmp_path / "bad.sql"
+    path.write_bytes(case.content)
+    result = empty_app.test_cli_runner().invoke(args=["loaddata", str(path)])
+    _one_line_error(result)
+    assert _count(empty_app) == 0
+
+
+@pytest.mark.parametrize(
+    "database_url, case",
+    [pytest.param(b, c, id=f"{b}-{c.id}", marks=_loaddata_marks(c, b) or [pytest.mark.xfail(
+        strict=True, reason="waiting for the lead: loaddata errors name the line (run statement by "
+                            "statement, or map the error position to a line)")])
+     for b in ("sqlite", "postgresql") for c in LOADDATA_CASES],
+    indirect=["database_url"],
+)
+def test_loaddata_error_names_the_line(empty_app, tmp_path, case):
+    path = tmp_path / "bad.sql"
+    path.write_bytes(case.content)
+    message = _one_line_error(empty_app.test_cli_runner().invoke(args=["loaddata", str(path)]))
+    assert f"line {case.line}" in message, message
+
+
+IMPORT_CASES = [
+    ("bad-code", b"039\tOK\nBAD CODE\tX\n", 2),
+    ("empty-title", b"039\tOK\n040\tFINE\n041\t\n", 3),
+    ("title-too-long", b"039\tOK\n040\t" + b"T" * 256 + b"\n", 2),
+    ("code-too-long", b"039\tOK\nABCDEFGHIJK\tX\n", 2),
+    ("not-utf8", b"039\tOK\n040\tCAF\xe9\n", 2),
+    ("nul", b"039\tOK\n040\tA\x00B\n", 2),
+    ("control-char", b"039\tOK\n040\tA\x1bB\n", 2),
+    ("too-many-columns", b"039\tOK\tEXTRA\n", 1),
+    ("duplicate-code", b"039\tOK\n040\tX\n039\tAGAIN\n", 3),
+]
+
+
+@pytest.mark.parametrize("name, content, line", IMPORT_CASES, ids=[c[0] for c in IMPORT_CASES])
+def test_import_bad_row_names_the_line_and_writes_nothing(empty_app, tmp_path, name, content, line):
+    path = tmp_path / "codes.tsv"
+    path.write_bytes(content)
+    result = empty_app.test_cli_runner().invoke(args=["import-pxcodes", str(path)])
+    message = _one_line_error(result)
+    assert f"line {line}" in message, message
+    assert _count(empty_app) == 0
