@@ -217,7 +217,7 @@ def rows(url, sql, **params):
 class Gunicorn:
     """A real gunicorn master (own process group) with ``gunicorn.conf.py``; stopped by PID."""
 
-    def __init__(self, database_url, tmp):
+    def __init__(self, database_url, tmp, **extra_env):
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.logfile = Path(tmp) / "gunicorn.log"
@@ -237,6 +237,7 @@ class Gunicorn:
             "RATELIMIT_PER_ADDRESS": "100000 per second",
             "LOG_DIR": "",
             "GUNICORN_CONTROL_SOCKET": str(Path(tmp) / "gunicorn.ctl"),
+            **extra_env,
         }
         command = [sys.executable, "-m", "gunicorn", "--chdir", str(APP_ROOT)]
         if GUNICORN_CONF.exists():
@@ -717,3 +718,112 @@ def test_hung_database_readyz_answers_503_within_the_connect_timeout(private_pos
     finally:
         private_postgres.thaw()
     assert _wait_for(lambda: _status(session, base + "/readyz") == 200, MAX_RECOVERY)
+
+
+# --- the rate-limit counters' store (Redis) goes away ---
+
+class PrivateRedis:
+    """A throw-away redis-server on its own port, no persistence; stopped by PID."""
+
+    def __init__(self, tmp):
+        self.binary = shutil.which("redis-server")
+        self.port = _free_port()
+        self.dir = Path(tmp)
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir), "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer")
+
+    def kill(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def freeze(self):
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        os.kill(self.process.pid, signal.SIGCONT)
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory):
+    if shutil.which("redis-server") is None:
+        _unavailable("no redis-server installed")
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.thaw()
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def limited_service(fault_database, private_redis, tmp_path_factory):
+    """A second gunicorn whose rate-limit counters live in the private Redis."""
+    server = Gunicorn(fault_database, tmp_path_factory.mktemp("gunicorn-redis"),
+                      RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{private_redis.port}")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_redis_outage_and_hang_keep_the_api_serving(private_redis, limited_service):
+    """Killed, restarted and frozen Redis: every answer still 2xx, none slower than ~a second."""
+    base = limited_service.base
+    http = requests.Session()
+    token = http.get(base + "/auth/request-token", auth=(ADMIN, ADMIN_PASSWORD), timeout=REQUEST_TIMEOUT)
+    assert token.status_code == 200, token.text
+    http.headers["Authorization"] = f"Bearer {token.json()['token']}"
+    results = []
+
+    def burst(label, n=40):
+        for i in range(n):
+            started = time.monotonic()
+            try:
+                response = http.get(f"{base}/api/v1.0/pxcodes/{'039' if i % 2 else ''}", timeout=REQUEST_TIMEOUT)
+                results.append((label, response.status_code, time.monotonic() - started,
+                                response.headers.get("X-RateLimit-Limit")))
+            except requests.RequestException as exc:
+                results.append((label, type(exc).__name__, time.monotonic() - started, None))
+
+    burst("redis up")
+    private_redis.kill()
+    burst("redis killed")
+    private_redis.start()
+    time.sleep(0.5)
+    burst("redis back")
+    private_redis.freeze()
+    try:
+        burst("redis hung", n=10)
+    finally:
+        private_redis.thaw()
+    burst("redis thawed")
+    by_label = {}
+    for label, status, latency, _ in results:
+        entry = by_label.setdefault(label, {"statuses": {}, "max": 0.0})
+        entry["statuses"][status] = entry["statuses"].get(status, 0) + 1
+        entry["max"] = max(entry["max"], latency)
+    print("\n" + "\n".join(f"{k}: {v['statuses']} max {v['max']:.2f}s" for k, v in by_label.items()))
+    assert all(status == 200 for _, status, _, _ in results), by_label
+    # Redis timeouts are 0.5 s; a request may meet a few of them (limit checks and counts).
+    assert max(latency for _, _, latency, _ in results) < 2.5, by_label
+    assert "Traceback" not in limited_service.log(), _errors_in(limited_service.log())
