@@ -386,6 +386,33 @@ def probe(base, token):
     return features, codes
 
 
+def check_writes(base, token, created):
+    """Every code a client saw created (201) and not deleted (204) is stored; no other L-code is.
+
+    Returns a one-line verdict and whether it holds: a write the server acknowledged and then
+    lost, or one it refused and kept, shows up here.
+    """
+    parsed = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=60)
+    stored, page = set(), 1
+    while True:
+        connection.request("GET", f"{API}?code=L&per_page=100&page={page}",
+                           headers={"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        if response.status != 200:
+            return f"write check: cannot list ({response.status})", False
+        stored |= {item["pxcode"] for item in body["items"] if item["pxcode"].startswith("L")}
+        if not body["meta"]["next"]:
+            break
+        page += 1
+    expected = set(created)
+    lost, extra = expected - stored, stored - expected
+    ok = not lost and not extra
+    return (f"write check: {len(expected)} codes created and not deleted, {len(stored)} stored"
+            f"{'' if ok else f'; LOST {sorted(lost)[:5]} EXTRA {sorted(extra)[:5]}'}"), ok
+
+
 def percentile(values, p):
     if not values:
         return float("nan")
@@ -491,6 +518,10 @@ def main(argv=None):
         for client in clients:
             client.join(timeout=60)
         ok = report(stats, elapsed, args, features, server)
+        if "search" in features:  # the check lists by code prefix
+            verdict, held = check_writes(base, admin_token, created)
+            print(verdict)
+            ok = ok and held
     finally:
         if server is not None:
             server.stop()
