@@ -827,3 +827,53 @@ def test_redis_outage_and_hang_keep_the_api_serving(private_redis, limited_servi
     # Redis timeouts are 0.5 s; a request may meet a few of them (limit checks and counts).
     assert max(latency for _, _, latency, _ in results) < 2.5, by_label
     assert "Traceback" not in limited_service.log(), _errors_in(limited_service.log())
+
+
+# --- hostile bytes on the wire: what gunicorn itself answers ---
+
+def _raw_request(port, data, timeout=5):
+    """Send raw bytes, return (status or None, whole answer)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except (socket.timeout, ConnectionResetError):
+            pass
+    answer = b"".join(chunks)
+    try:
+        status = int(answer.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        status = None
+    return status, answer
+
+
+WIRE_CASES = {
+    # The API's own 4xx (JSON) when the request reaches Flask; gunicorn's plain 4xx before that.
+    "code-10000-chars": b"GET /api/v1.0/pxcodes/" + b"9" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "header-20000-bytes": b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + b"A" * 20_000 + b"\r\n\r\n",
+    "header-without-colon": b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
+    "bad-request-line": b"GARBAGE\r\n\r\n",
+    "bad-http-version": b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n",
+    "nul-in-path": b"GET /api/v1.0/pxcodes/0\x0039 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "non-utf8-path": b"GET /api/v1.0/pxcodes/\xff\xfe HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YTpi\r\n\r\n",
+    "bad-content-length": b"POST /api/v1.0/pxcodes/ HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "two-content-lengths": (b"POST /api/v1.0/pxcodes/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                            b"Content-Length: 3\r\n\r\n{}"),
+    "smuggling-te-cl": (b"POST /api/v1.0/pxcodes/ HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    "truncated-body": b"POST /api/v1.0/pxcodes/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pxcode\"",
+}
+
+
+@pytest.mark.parametrize("name", sorted(WIRE_CASES))
+def test_hostile_bytes_get_a_4xx_and_the_server_stays_up(service, name):
+    status, answer = _raw_request(service.port, WIRE_CASES[name])
+    assert status is None or 400 <= status < 500, answer[:300]
+    assert b"Traceback" not in answer
+    assert requests.get(service.base + "/healthz", timeout=REQUEST_TIMEOUT).status_code == 200
