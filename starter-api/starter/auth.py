@@ -6,9 +6,10 @@ Tokens carry a digest of the password hash, so changing a password revokes them.
 
 A password hash takes tens of milliseconds by design, so verified basic-auth
 credentials are remembered for ``AUTH_CACHE_SECONDS``, keyed by a keyed digest
-of username and password (never the password itself), and every hit is
-checked against the user's current password hash: a password change or a
-removed user takes effect at once.
+of username and password (never the password itself). An entry holds only
+while the users' data version is the one it was verified at: any change to
+any user (a new password, a removal) invalidates them all at once, and the
+check costs nothing more than the version read every request makes anyway.
 """
 
 import functools
@@ -16,6 +17,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 
 from cachetools import TTLCache
@@ -28,13 +30,27 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from . import limits
 from .db import db
 from .http.errors import error_response
-from .models import User
+from .models import DataVersion, User
 
 TOKEN_SALT = "starter-api.auth-token"
 
 basic_auth = HTTPBasicAuth(realm="starter-api")
 token_auth = HTTPTokenAuth(scheme="Bearer", realm="starter-api")
 auth = MultiAuth(basic_auth, token_auth)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated user as the request sees it: a snapshot, not a database row."""
+
+    id: int
+    username: str
+    is_admin: bool
+    credential_stamp: str
+
+    @classmethod
+    def of(cls, user):
+        return cls(user.id, user.username, user.is_admin, user.credential_stamp)
 
 
 class VerifiedCredentials:
@@ -57,24 +73,24 @@ class VerifiedCredentials:
         return self._entries
 
     def lookup(self, username, password):
-        """Return the user these credentials proved recently, if still valid, else None."""
+        """Return the principal these credentials proved recently, if still valid, else None."""
         if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
             return None
         with self._lock:
             entry = self._cache().get(self._digest(username, password))
         if entry is None:
             return None
-        user_id, stamp = entry
-        user = db.session.get(User, user_id)
-        if user is None or user.username != username or user.credential_stamp != stamp:
-            return None
-        return user
+        principal, users_version = entry
+        return principal if users_version == DataVersion.current().users else None
 
-    def remember(self, username, password, user):
+    def remember(self, username, password, principal):
         if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
             return
+        # The version is read before the password check ran, so a change made
+        # meanwhile makes this entry stale at once rather than missed.
+        entry = (principal, DataVersion.current().users)
         with self._lock:
-            self._cache()[self._digest(username, password)] = (user.id, user.credential_stamp)
+            self._cache()[self._digest(username, password)] = entry
 
     def clear(self):
         with self._lock:
@@ -94,7 +110,7 @@ def issue_token(user):
 
 
 def user_from_token(token):
-    """Return the user a valid, unexpired token names, else None."""
+    """Return the principal a valid, unexpired token names, else None."""
     try:
         claims = _serializer().loads(token, max_age=current_app.config["TOKEN_EXPIRATION"])
         user = db.session.get(User, int(claims["uid"]))
@@ -102,7 +118,7 @@ def user_from_token(token):
         return None
     if user is None or claims.get("stamp") != user.credential_stamp:
         return None
-    return user
+    return Principal.of(user)
 
 
 @lru_cache(maxsize=4)
@@ -112,14 +128,15 @@ def _decoy_hash(method):
 
 @basic_auth.verify_password
 def verify_password(username, password):
-    """Return the user the credentials prove, else None."""
+    """Return the principal the credentials prove, else None."""
     if not username:
         return None
     if not password:
         return user_from_token(username)
-    user = verified.lookup(username, password)
-    if user is not None:
-        return user
+    principal = verified.lookup(username, password)
+    if principal is not None:
+        return principal
+    DataVersion.current()  # read before the check: see VerifiedCredentials.remember
     user = User.by_username(username)
     if user is None:
         # Hash anyway, so an unknown name costs what a wrong password does.
@@ -127,8 +144,9 @@ def verify_password(username, password):
         return None
     if not user.verify_password(password):
         return None
-    verified.remember(username, password, user)
-    return user
+    principal = Principal.of(user)
+    verified.remember(username, password, principal)
+    return principal
 
 
 @token_auth.verify_token

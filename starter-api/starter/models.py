@@ -2,9 +2,10 @@
 
 import hashlib
 import re
+from dataclasses import dataclass
 from urllib.parse import quote
 
-from flask import current_app, url_for
+from flask import current_app, g, url_for
 from sqlalchemy import BigInteger, Index, String, false, select
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.exceptions import NotFound
@@ -184,11 +185,12 @@ class PxCode(db.Model):
 
 
 class DataVersion(db.Model):
-    """One row whose version a database trigger bumps on every change to the codes.
+    """One row of versions that database triggers bump on every change.
 
-    The trigger (see the migrations) makes writes from anywhere count, the seed's
-    ``psql`` import included. ``epoch`` is new each time the table is created,
-    so versions of a dropped and recreated table never repeat.
+    ``version`` counts changes to the codes, ``users_version`` changes to the
+    users. Triggers make writes from anywhere count, the seed's ``psql``
+    import included. ``epoch`` is new each time the table is created, so the
+    versions of a dropped and recreated table never repeat.
     """
 
     __tablename__ = "starter_data_version"
@@ -196,9 +198,22 @@ class DataVersion(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     epoch: Mapped[str] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(BigInteger)
+    users_version: Mapped[int] = mapped_column(BigInteger)
 
     @classmethod
     def current(cls):
-        """Return ``"epoch.version"``, read in one primary-key lookup."""
-        row = db.session.execute(select(cls.epoch, cls.version).filter_by(id=1)).one()
-        return f"{row.epoch}.{row.version}"
+        """Return this request's ``Versions``, read once, in one primary-key lookup."""
+        if "data_versions" not in g:
+            row = db.session.execute(
+                select(cls.epoch, cls.version, cls.users_version).filter_by(id=1)
+            ).one()
+            g.data_versions = Versions(
+                codes=f"{row.epoch}.{row.version}", users=f"{row.epoch}.{row.users_version}"
+            )
+        return g.data_versions
+
+
+@dataclass(frozen=True)
+class Versions:
+    codes: str
+    users: str

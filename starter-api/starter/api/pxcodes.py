@@ -33,7 +33,7 @@ rendered_pages = RenderedCache()
 def list_pxcodes():
     reject_unknown_args(PAGE_ARGS | PxCodeListing.ARGS)
     listing, args = PxCodeListing.from_request(), PageArgs.from_request()
-    version = DataVersion.current()
+    version = DataVersion.current().codes
     # The body holds absolute links, so the whole URL (host, arguments) is in the tag.
     tag = etag_of(version, request.url)
     return conditional_cached(tag, lambda: _render_page(listing, args, version), rendered_pages)
