@@ -141,40 +141,19 @@ class Postgres:
 
 # --- the service ---------------------------------------------------------------------------
 
-IMPORT_SHIM = (
-    "import sys; from starter import create_app; "
-    "from starter.cli_import import import_pxcodes_command as c; "
-    "app = create_app(); app.cli.add_command(c); "
-    "app.cli.main(sys.argv[1:], prog_name='manage.py')"
-)
-
-
 class Service:
     def __init__(self, python, gunicorn, env, port, workdir):
         self.python, self.gunicorn, self.env, self.port, self.workdir = python, gunicorn, env, port, workdir
         self.proc = None
         self.base = f"http://127.0.0.1:{port}"
-        self._import_cmd = None
 
     def manage(self, *args, timeout=300):
         return run([self.python, "manage.py", *args], timeout=timeout, env=self.env, cwd=API_DIR)
 
-    def import_cmd(self):
-        """``manage.py import-pxcodes``, or a shim while cli.py does not register it yet."""
-        if self._import_cmd is None:
-            probe = run([self.python, "manage.py", "import-pxcodes", "--help"], timeout=60,
-                        env=self.env, cwd=API_DIR, check=False)
-            if probe.returncode == 0:
-                self._import_cmd = [self.python, "manage.py", "import-pxcodes"]
-            else:
-                log("manage.py has no import-pxcodes yet: using starter.cli_import directly")
-                self._import_cmd = [self.python, "-c", IMPORT_SHIM, "import-pxcodes"]
-        return self._import_cmd
-
     def import_file(self, path, *flags, timeout=900):
         """Run the importer; return (wall seconds, its summary line)."""
         started = time.perf_counter()
-        result = run([*self.import_cmd(), str(path), *flags], timeout=timeout, env=self.env, cwd=API_DIR)
+        result = run([self.python, "manage.py", "import-pxcodes", str(path), *flags], timeout=timeout, env=self.env, cwd=API_DIR)
         elapsed = time.perf_counter() - started
         line = next((l for l in result.stdout.splitlines() if l.startswith("Imported")), result.stdout.strip())
         return elapsed, line

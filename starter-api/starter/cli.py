@@ -1,20 +1,23 @@
-"""Management commands (``python manage.py ...`` or ``flask --app starter ...``).
+"""Management commands (``python manage.py ...`` or ``flask --app starter ...``):
+createdb, adduser, loaddata, import-pxcodes, bootstrap.
 
 Every failure is a one-line ``Error: ...`` and exit status 1, never a traceback.
 """
 
 import functools
+import sys
+import time
 from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from . import cli_import
 from . import db as database
 from .db import db
+from .importer import ImportFileError, load_rows, parse_file
 from .models import PxCode, User, ValidationError
 
 
@@ -26,10 +29,11 @@ def _database_command(command):
     def wrapped(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except OperationalError as exc:
+        except DBAPIError as exc:
             database.discard_session()
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise click.ClickException(f"database unavailable: {detail}") from None
+            lines = str(exc.orig or exc).strip().splitlines()
+            what = "database unavailable" if isinstance(exc, OperationalError) else "database error"
+            raise click.ClickException(f"{what}: {lines[0] if lines else type(exc).__name__}") from None
 
     return wrapped
 
@@ -132,8 +136,54 @@ def bootstrap_command():
     click.echo(f"Database ready: {_count_pxcodes()} codes")
 
 
+def _is_terminal():
+    return sys.stdout.isatty()
+
+
+@click.command("import-pxcodes")
+@click.argument("path", metavar="FILE")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Make the table exactly the file's codes (deletes the others), in one transaction.",
+)
+@_database_command
+def import_pxcodes_command(path, replace):
+    """Import codes from a TSV or CSV file (code, procedure; header row optional).
+
+    New codes are inserted, changed titles updated, identical rows left alone.
+    Any bad row rejects the whole file (nothing is written).
+    """
+    started = time.perf_counter()
+    try:
+        parsed = parse_file(path)
+        rows = parsed.rows
+        if _is_terminal():
+            with click.progressbar(length=len(rows), label=f"Importing {path}") as bar:
+                result = load_rows(rows, replace=replace, progress=bar.update)
+        else:
+            result = load_rows(rows, replace=replace)
+    except ImportFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    elapsed = time.perf_counter() - started
+    notes = []
+    if parsed.header is not None:
+        notes.append("header row skipped: " + " | ".join(cell.strip() for cell in parsed.header))
+    click.echo(
+        f"Imported {path}: {result.summary()}"
+        f" ({len(rows)} rows in {elapsed:.2f} s, {len(rows) / max(elapsed, 1e-9):,.0f} rows/s)"
+        + (f"; {'; '.join(notes)}" if notes else "")
+    )
+
+
 def init_app(app):
     """Register the management commands on ``app.cli``."""
-    for command in (createdb_command, adduser_command, loaddata_command, bootstrap_command):
+    commands = (
+        createdb_command,
+        adduser_command,
+        loaddata_command,
+        import_pxcodes_command,
+        bootstrap_command,
+    )
+    for command in commands:
         app.cli.add_command(command)
-    cli_import.init_app(app)

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from starter import cli_import
-from starter.cli_import import import_pxcodes_command
+from starter import cli as cli_import
+from starter.cli import import_pxcodes_command
 from starter.db import db
 from starter.importer import (
     ImportFileError,
