@@ -4,12 +4,14 @@ import time
 from pathlib import Path
 
 import flask_migrate
+from flask import current_app
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData, Table, inspect, text
+from sqlalchemy import MetaData, Table, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STARTER_SQL = PROJECT_DIR / "data" / "starter_pxcodes.sql"
@@ -81,6 +83,33 @@ def discard_session():
         db.session.rollback()
     except SQLAlchemyError:
         db.session.invalidate()
+
+
+def database_answers():
+    """Return True if the database answers ``SELECT 1`` now, within the connect timeout.
+
+    On a fresh connection, not a pooled one: a pooled connection to a server that
+    hangs (sockets open, nothing answering) would block the probe indefinitely,
+    while a new connection gives up after ``DB_CONNECT_TIMEOUT``.
+    """
+    app = current_app
+    probe = app.extensions.get("starter_probe_engine")
+    if probe is None:
+        options = engine_options(
+            app.config["SQLALCHEMY_DATABASE_URI"],
+            app.config["DB_CONNECT_TIMEOUT"],
+            app.config["DB_STATEMENT_TIMEOUT"],
+        )
+        options.pop("pool_pre_ping")
+        probe = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool, **options)
+        app.extensions["starter_probe_engine"] = probe
+    try:
+        with probe.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        app.logger.warning("readiness check failed: %s", type(exc).__name__)
+        return False
+    return True
 
 
 def upgrade_schema():

@@ -1,10 +1,8 @@
 """Probes for orchestrators: ``/healthz`` (process alive) and ``/readyz`` (database reachable)."""
 
-from flask import Blueprint, current_app, jsonify
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from flask import Blueprint, jsonify
 
-from .db import db, discard_session
+from .db import database_answers
 from .http.errors import error_response
 from .limits import limiter
 
@@ -20,10 +18,6 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    try:
-        db.session.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        discard_session()
-        current_app.logger.warning("readiness check failed: %s", type(exc).__name__)
+    if not database_answers():
         return error_response(503, "the database is unreachable", {"Retry-After": "1"})
     return jsonify(status="ready")

@@ -695,9 +695,6 @@ def _assert_flask_json_error(response, status):
     assert set(body) == {"status", "error", "message"} and body["status"] == status
 
 
-@pytest.mark.xfail(strict=True, reason="waiting for the lead: /readyz must not hang on a hung database "
-                   "(check on a fresh, unpooled connection bounded by DB_CONNECT_TIMEOUT, or in a thread "
-                   "with a join timeout)")
 def test_hung_database_readyz_answers_503_within_the_connect_timeout(private_postgres, service, session):
     """A database that hangs (SIGSTOP: sockets open, nothing answers) must not hang the probe.
 
