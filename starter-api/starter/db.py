@@ -82,7 +82,7 @@ def discard_session():
     try:
         db.session.rollback()
     except SQLAlchemyError:
-        db.session.invalidate()
+        db.session().invalidate()  # the scoped_session proxy does not forward invalidate()
 
 
 def database_answers():

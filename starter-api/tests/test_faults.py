@@ -656,8 +656,6 @@ def _app_losing_its_connection(database_url, after_view):
     return app, killer
 
 
-@pytest.mark.xfail(strict=True, reason="waiting for the lead: session teardown must survive a dead "
-                   "connection (seen as a non-JSON 500 from gunicorn in the outage test)")
 def test_connection_lost_before_teardown_is_not_a_500(fault_database):
     """The view succeeded, then the database link died: the teardown rollback must not raise."""
     app, killer = _app_losing_its_connection(fault_database, after_view="return")
