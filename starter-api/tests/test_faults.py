@@ -139,14 +139,25 @@ class PrivatePostgres:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         return [pid, *map(int, children)]
 
+    @staticmethod
+    def _signal(pids, sig):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:  # a backend that ended meanwhile
+                pass
+
     def freeze(self):
-        """Hang the server without closing a socket (SIGSTOP): the kernel still accepts and ACKs."""
-        for pid in self._processes():
-            os.kill(pid, signal.SIGSTOP)
+        """Hang the server without closing a socket (SIGSTOP): the kernel still accepts and ACKs.
+
+        The postmaster first (it forks no new backend once stopped), then its children.
+        """
+        self._signal([self.pid], signal.SIGSTOP)
+        self._signal(self._processes()[1:], signal.SIGSTOP)
 
     def thaw(self):
-        for pid in self._processes():
-            os.kill(pid, signal.SIGCONT)
+        self._signal(self._processes()[1:], signal.SIGCONT)
+        self._signal([self.pid], signal.SIGCONT)
 
     def url(self, database="postgres"):
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
