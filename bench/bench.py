@@ -469,6 +469,9 @@ def main(argv=None):
     parser.add_argument("--production-limits", action="store_true",
                         help="keep the service's default rate limits (they cap the load at ~500 rps per user)")
     parser.add_argument("--keep-db", action="store_true", help="leave the bench database behind")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="run gunicorn with this setting (e.g. GUNICORN_WORKER_CLASS=sync) "
+                             "instead of the image's; repeatable, for choosing the worker model")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     host, _, port = args.pg.partition(":")
@@ -493,6 +496,7 @@ def main(argv=None):
     env.update(FLASK_CONFIG="production", SECRET_KEY=secrets.token_urlsafe(32), DATABASE_URL=pg.url,
                PYTHONDONTWRITEBYTECODE="1")
     env.pop("LOG_DIR", None)
+    env.update(item.split("=", 1) for item in args.server_env)
     if not args.production_limits:
         # The limiter stays on (its cost is measured) with budgets the load cannot reach.
         env.update(RATELIMIT_PER_USER="1000000 per second", RATELIMIT_PER_ADDRESS="1000000 per second")
@@ -504,7 +508,8 @@ def main(argv=None):
                 check=False).stdout.strip()
     header = (f"# starter-api bench {stamp}: {os.cpu_count()} cores, loadavg {open('/proc/loadavg').read().split()[0]},"
               f" commit {rev}{' + uncommitted changes' if dirty else ''}\n"
-              f"# gunicorn -c starter-api/gunicorn.conf.py wsgi:app (FLASK_CONFIG=production), PostgreSQL"
+              f"# gunicorn -c starter-api/gunicorn.conf.py wsgi:app (FLASK_CONFIG=production"
+              f"{''.join(' ' + item for item in args.server_env)}), PostgreSQL"
               f" {args.pg}/{args.dbname}; wrk via {args.peers}/load.sh: {os.environ.get('WRK_THREADS', '2')}"
               f" threads, {os.environ.get('WRK_CONNS', '32')} conns, {args.duration}; q={WORD_QUERY!r},"
               f" code=0 (100 rows) / 0SR (ICD-10-PCS-like sets)\n"

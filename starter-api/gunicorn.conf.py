@@ -1,6 +1,7 @@
 """Gunicorn settings for the starter-api container, read from the environment.
 
-PORT (5000), GUNICORN_BIND (0.0.0.0:$PORT), WEB_CONCURRENCY (2 worker processes), GUNICORN_THREADS (4 threads per worker),
+PORT (5000), GUNICORN_BIND (0.0.0.0:$PORT), WEB_CONCURRENCY (2 worker processes),
+GUNICORN_WORKER_CLASS (gthread), GUNICORN_THREADS (4 threads per worker),
 GUNICORN_TIMEOUT (30 s), FORWARDED_ALLOW_IPS (127.0.0.1: the proxies trusted for X-Forwarded-*).
 """
 
@@ -8,7 +9,8 @@ import os
 
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread: threads overlap the database round trips, and keep-alive connections stay cheap.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
