@@ -15,8 +15,8 @@ frequencies (``hip replacement`` matches about as often as in ICD-10-PCS). Witho
 """
 
 import argparse
-import importlib.resources
 import csv
+import importlib.resources
 import io
 import random
 import sys

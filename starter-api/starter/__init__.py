@@ -65,10 +65,21 @@ def _enable_cors(app):
 
     CORS(
         app,
-        resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}, r"/auth/*": {"origins": app.config["CORS_ORIGINS"]}},
+        resources={
+            r"/api/*": {"origins": app.config["CORS_ORIGINS"]},
+            r"/auth/*": {"origins": app.config["CORS_ORIGINS"]},
+        },
         allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
-        expose_headers=["ETag", "Link", "Location", "Retry-After", "X-Total-Count",
-                        "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+        expose_headers=[
+            "ETag",
+            "Link",
+            "Location",
+            "Retry-After",
+            "X-Total-Count",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+        ],
         methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
     )
 

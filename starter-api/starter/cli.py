@@ -33,7 +33,9 @@ def _database_command(command):
             database.discard_session()
             lines = str(exc.orig or exc).strip().splitlines()
             what = "database unavailable" if isinstance(exc, OperationalError) else "database error"
-            raise click.ClickException(f"{what}: {lines[0] if lines else type(exc).__name__}") from None
+            raise click.ClickException(
+                f"{what}: {lines[0] if lines else type(exc).__name__}"
+            ) from None
 
     return wrapped
 

@@ -76,7 +76,9 @@ class Config:
             RATELIMIT_PER_USER=environ.get("RATELIMIT_PER_USER") or "500 per second",
             RATELIMIT_PER_ADDRESS=environ.get("RATELIMIT_PER_ADDRESS") or "1000 per second",
             RATELIMIT_FAILED_LOGINS=environ.get("RATELIMIT_FAILED_LOGINS") or "30 per minute",
-            CORS_ORIGINS=[o.strip() for o in environ.get("CORS_ORIGINS", "").split(",") if o.strip()],
+            CORS_ORIGINS=[
+                o.strip() for o in environ.get("CORS_ORIGINS", "").split(",") if o.strip()
+            ],
         )
         if "MAX_CONTENT_LENGTH" in environ:
             settings["MAX_CONTENT_LENGTH"] = _env_int(
@@ -105,9 +107,7 @@ class ProductionConfig(Config):
     NAME = "production"
 
 
-PROFILES = {
-    cls.NAME: cls for cls in (DevelopmentConfig, TestingConfig, ProductionConfig)
-}
+PROFILES = {cls.NAME: cls for cls in (DevelopmentConfig, TestingConfig, ProductionConfig)}
 
 
 def load(name=None, environ=os.environ):

@@ -1,4 +1,4 @@
-"""What the list endpoint selects: word search, code prefix and sort order, from the query string."""
+"""What the list endpoint selects: word search, code prefix and sort order."""
 
 from dataclasses import dataclass
 

@@ -22,11 +22,11 @@ from starter.models import User
 
 def clear_process_caches():
     """Forget what earlier tests' apps left in this process (credentials, pages, counts)."""
+    from limits.storage import MemoryStorage
+
     from starter.api.pxcodes import pager, rendered_pages
     from starter.auth import verified
     from starter.limits import limiter
-
-    from limits.storage import MemoryStorage
 
     verified.clear()
     pager.clear()
@@ -41,10 +41,25 @@ USERNAME, PASSWORD = "alice", "wonderland"  # an admin
 READER, READER_PASSWORD = "bob", "builder"  # reads only
 
 
+def _in_ci():
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
 def _postgres_unavailable(reason):
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+    if _in_ci():
         pytest.fail(f"PostgreSQL is required in CI: {reason}")
     pytest.skip(f"PostgreSQL not reachable: {reason}")
+
+
+@pytest.fixture
+def psql():
+    """The psql client (the seed loads its data with it); required in CI."""
+    path = shutil.which("psql")
+    if path is None:
+        if _in_ci():
+            pytest.fail("psql is required in CI")
+        pytest.skip("psql not installed")
+    return path
 
 
 @pytest.fixture(scope="session")

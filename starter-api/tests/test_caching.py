@@ -1,6 +1,5 @@
 """What makes reads cheap stays correct: data version, rendered pages, counts, verified credentials."""
 
-import shutil
 import subprocess
 
 import pytest
@@ -78,10 +77,7 @@ def test_writes_behind_the_services_back_change_the_list(app, client, auth):
     assert again.json["items"][0]["procedure"] == "EDITED BY SQL"
 
 
-def test_psql_import_changes_the_list_tag(make_app, postgres_url, auth):
-    psql = shutil.which("psql")
-    if psql is None:
-        pytest.skip("psql not installed")
+def test_psql_import_changes_the_list_tag(make_app, postgres_url, auth, psql):
     app = make_app(SQLALCHEMY_DATABASE_URI=postgres_url)
     runner = app.test_cli_runner()
     assert runner.invoke(args=["createdb"]).exit_code == 0

@@ -1,25 +1,11 @@
 """The seed's import step: ``psql ... < data/starter_pxcodes.sql`` on the real PostgreSQL."""
 
-import shutil
 import subprocess
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from starter.db import STARTER_SQL, db
-
-
-@pytest.fixture
-def psql():
-    path = shutil.which("psql")
-    if path is None:
-        import os
-
-        if os.environ.get("CI"):
-            pytest.fail("psql is required in CI")
-        pytest.skip("psql not installed")
-    return path
 
 
 def _load_with_psql(psql, url):

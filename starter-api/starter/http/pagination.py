@@ -160,7 +160,9 @@ def page_meta(page):
 
 def page_headers(meta):
     """Return the RFC 8288 ``Link`` header and ``X-Total-Count`` for a ``meta`` block."""
-    links = [f'<{meta[rel]}>; rel="{rel}"' for rel in ("first", "prev", "next", "last") if meta[rel]]
+    links = [
+        f'<{meta[rel]}>; rel="{rel}"' for rel in ("first", "prev", "next", "last") if meta[rel]
+    ]
     return {"Link": ", ".join(links), "X-Total-Count": str(meta["total"])}
 
 
