@@ -68,9 +68,16 @@ def create_user(username, password, is_admin=False):
 def load_sql_file(path):
     """Run a SQL file in one transaction; return how many codes it added."""
     try:
-        sql = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.ClickException(f"cannot read {path}: {exc}") from None
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        sql = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise click.ClickException(
+            f"{path}: line {line} is not UTF-8 (byte 0x{data[exc.start]:02x}; nothing was loaded)"
+        ) from None
     before = _count_pxcodes()
     db.session.commit()  # end the read transaction before the script's own
     try:

@@ -1,5 +1,6 @@
 """The database: one place for engine settings, schema set-up and SQL loading."""
 
+import re
 import time
 from pathlib import Path
 
@@ -150,20 +151,58 @@ class SQLScriptError(Exception):
     """A SQL file failed to load; nothing of it was kept."""
 
 
+# Where a statement can end: outside quotes, comments and dollar-quoted bodies.
+_SQL_TOKEN = re.compile(
+    r"'(?:[^']|'')*'?"  # string literal ('' escapes a quote)
+    r'|"(?:[^"]|"")*"?'  # quoted identifier
+    r"|--[^\n]*"  # line comment
+    r"|/\*.*?(?:\*/|\Z)"  # block comment
+    r"|\$(?P<tag>[A-Za-z_]*)\$.*?(?:\$(?P=tag)\$|\Z)"  # dollar quoting (PostgreSQL)
+    r"|;"
+    r"|[^'\"$;/-]+|.",
+    re.S,
+)
+
+
+def split_sql(sql):
+    """Split a SQL script into ``(line, statement)`` pairs, ``line`` where each statement starts."""
+    statements, current, start_line, line = [], [], None, 1
+    for match in _SQL_TOKEN.finditer(sql):
+        token = match.group()
+        if token == ";":
+            if start_line is not None:
+                statements.append((start_line, "".join(current).strip()))
+            current, start_line = [], None
+        else:
+            is_comment = token.startswith(("--", "/*"))
+            if start_line is None and not is_comment and token.strip():
+                start_line = line + token[: len(token) - len(token.lstrip())].count("\n")
+            if start_line is not None:
+                current.append(token)
+        line += token.count("\n")
+    if start_line is not None:
+        statements.append((start_line, "".join(current).strip()))
+    return statements
+
+
 def run_sql_script(sql):
-    """Execute the statements in ``sql`` in one transaction, or none of them."""
+    """Execute the statements in ``sql`` in one transaction, or none of them.
+
+    Statement by statement, so an error can name the line it starts on.
+    """
     connection = db.engine.raw_connection()
     try:
         cursor = connection.cursor()
         if db.engine.dialect.name == "sqlite":
-            # sqlite3 only runs several statements through executescript,
-            # which commits per statement unless the script opens a transaction.
-            cursor.executescript(f"BEGIN;\n{sql}\n;COMMIT;")
-        else:
-            cursor.execute(sql)
-            connection.commit()
-    except db.engine.dialect.loaded_dbapi.Error as exc:
-        connection.rollback()
-        raise SQLScriptError(str(exc).strip().splitlines()[0]) from exc
+            # sqlite3 opens no transaction around DDL by itself: open one for all.
+            cursor.execute("BEGIN")
+        for line, statement in split_sql(sql):
+            try:
+                cursor.execute(statement)
+            except db.engine.dialect.loaded_dbapi.Error as exc:
+                connection.rollback()
+                detail = str(exc).strip().splitlines()[0]
+                raise SQLScriptError(f"line {line}: {detail}") from exc
+        connection.commit()
     finally:
         connection.close()

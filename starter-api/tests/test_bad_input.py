@@ -3,22 +3,16 @@
 Every case runs against SQLite and PostgreSQL (the ``app`` fixture). Every answer
 must be the expected status with the API's error body ``{"status", "error",
 "message"}`` as JSON: never a 500, never a traceback, never HTML.
-
-Cases that need a feature still being built carry ``needs=...``; they are
-strict xfails until the feature is detected in the package, then they must pass.
 """
 
 import base64
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import text
 
-from starter import create_app
 from starter.auth import TOKEN_SALT
 from starter.db import db, recreate_tables
 from starter.models import User
@@ -28,52 +22,6 @@ ITEM = "/api/v1.0/pxcodes/039"
 ADMIN, ADMIN_PASSWORD = "root-admin", "root-password"
 READER, READER_PASSWORD = "plain-reader", "reader-password"
 ERROR_KEYS = {"status", "error", "message"}
-
-
-# --- what the package can do today (strict xfails flip to plain tests by themselves) ---
-
-def _probe():
-    """Build a throw-away app and see which of the lead's coming features are in."""
-    features = set()
-    if hasattr(User, "is_admin"):
-        features.add("admin")
-    with tempfile.TemporaryDirectory() as tmp:
-        app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{os.path.join(tmp, 'p.sqlite')}",
-                          "SECRET_KEY": "probe", "LOG_DIR": None})
-        routes = {(r.rule, m) for r in app.url_map.iter_rules() for m in r.methods}
-        if ("/api/v1.0/pxcodes/<pxcode>", "PUT") in routes:
-            features.add("edits")
-        if "limiter" in app.extensions:
-            features.add("ratelimit")
-        with app.app_context():
-            recreate_tables()
-            user = User(username="probe")
-            user.password = "probe"
-            db.session.add(user)
-            db.session.commit()
-            client = app.test_client()
-            if client.get(LIST + "?bogus=1", auth=("probe", "probe")).status_code == 400:
-                features.add("strict_args")
-            db.session.remove()
-            db.engine.dispose()
-    return features
-
-
-FEATURES = _probe()
-WAITING_FOR = {
-    "admin": "the is_admin flag and admin-only writes",
-    "edits": "PUT/PATCH/DELETE with If-Match (428/412)",
-    "strict_args": "unknown query arguments -> 400, q/code/sort arguments",
-    "ratelimit": "flask-limiter with 429 JSON and Retry-After",
-}
-
-
-def needs(*features):
-    missing = [f for f in features if f not in FEATURES]
-    if not missing:
-        return []
-    reason = "waiting for the lead (API surface commit): " + "; ".join(WAITING_FOR[f] for f in missing)
-    return [pytest.mark.xfail(strict=True, reason=reason)]
 
 
 # --- the table ---
@@ -89,7 +37,6 @@ class Case:
     json_body: object = None  # serialized with json.dumps, Content-Type application/json
     data: bytes = None  # sent as is
     content_type: str = None
-    needs: tuple = ()
 
 
 def _basic(raw):
@@ -120,14 +67,13 @@ CASES = [
     Case("per-page-huge-negative", "GET", LIST + "?per_page=-" + "9" * 40, 400),
     Case("page-sql", "GET", LIST + "?page=1%20OR%201=1", 400),
     # unknown or bad query arguments
-    Case("unknown-arg", "GET", LIST + "?bogus=1", 400, needs=("strict_args",)),
-    Case("unknown-arg-case", "GET", LIST + "?PAGE=1", 400, needs=("strict_args",)),
-    Case("unknown-arg-sql", "GET", LIST + "?1%3D1--=1", 400, needs=("strict_args",)),
-    Case("sort-unknown", "GET", LIST + "?sort=password_hash", 400, needs=("strict_args",)),
-    Case("sort-sql", "GET", LIST + "?sort=pxcode%3B%20DROP%20TABLE%20starter_pxcodes", 400,
-         needs=("strict_args",)),
-    Case("q-nul", "GET", LIST + "?q=a%00b", 400, needs=("strict_args",)),
-    Case("code-arg-nul", "GET", LIST + "?code=0%00", 400, needs=("strict_args",)),
+    Case("unknown-arg", "GET", LIST + "?bogus=1", 400),
+    Case("unknown-arg-case", "GET", LIST + "?PAGE=1", 400),
+    Case("unknown-arg-sql", "GET", LIST + "?1%3D1--=1", 400),
+    Case("sort-unknown", "GET", LIST + "?sort=password_hash", 400),
+    Case("sort-sql", "GET", LIST + "?sort=pxcode%3B%20DROP%20TABLE%20starter_pxcodes", 400),
+    Case("q-nul", "GET", LIST + "?q=a%00b", 400),
+    Case("code-arg-nul", "GET", LIST + "?code=0%00", 400),
     # hostile codes in the path
     Case("code-10000-chars", "GET", "/api/v1.0/pxcodes/" + LONG, 404),
     Case("code-slash", "GET", "/api/v1.0/pxcodes/03/9", 404),
@@ -228,40 +174,37 @@ CASES = [
     Case("if-match-weak", "GET", ITEM, 412, headers={"If-Match": 'W/"{etag}"'}),
     Case("if-match-other-tag", "GET", ITEM, 412, headers={"If-Match": '"0000", "1111"'}),
     # admin-only writes
-    Case("post-not-admin", "POST", LIST, 403, "reader", json_body=VALID, needs=("admin",)),
-    Case("put-not-admin", "PUT", ITEM, 403, "reader", json_body={"procedure": "T"}, headers={"If-Match": '"{etag}"'},
-         needs=("admin", "edits")),
-    Case("patch-not-admin", "PATCH", ITEM, 403, "reader", json_body={"procedure": "T"}, headers={"If-Match": '"{etag}"'},
-         needs=("admin", "edits")),
-    Case("delete-not-admin", "DELETE", ITEM, 403, "reader", headers={"If-Match": '"{etag}"'}, needs=("admin", "edits")),
+    Case("post-not-admin", "POST", LIST, 403, "reader", json_body=VALID),
+    Case("put-not-admin", "PUT", ITEM, 403, "reader", json_body={"procedure": "T"}, headers={"If-Match": '"{etag}"'}),
+    Case("patch-not-admin", "PATCH", ITEM, 403, "reader", json_body={"procedure": "T"}, headers={"If-Match": '"{etag}"'}),
+    Case("delete-not-admin", "DELETE", ITEM, 403, "reader", headers={"If-Match": '"{etag}"'}),
     # writes need the current ETag
-    Case("put-no-if-match", "PUT", ITEM, 428, "admin", json_body={"procedure": "T"}, needs=("edits",)),
-    Case("patch-no-if-match", "PATCH", ITEM, 428, "admin", json_body={"procedure": "T"}, needs=("edits",)),
-    Case("delete-no-if-match", "DELETE", ITEM, 428, "admin", needs=("edits",)),
+    Case("put-no-if-match", "PUT", ITEM, 428, "admin", json_body={"procedure": "T"}),
+    Case("patch-no-if-match", "PATCH", ITEM, 428, "admin", json_body={"procedure": "T"}),
+    Case("delete-no-if-match", "DELETE", ITEM, 428, "admin"),
     Case("put-stale-if-match", "PUT", ITEM, 412, "admin", json_body={"procedure": "T"},
-         headers={"If-Match": '"0123456789abcdef0123456789abcdef"'}, needs=("edits",)),
+         headers={"If-Match": '"0123456789abcdef0123456789abcdef"'}),
     Case("patch-garbage-if-match", "PATCH", ITEM, 412, "admin", json_body={"procedure": "T"},
-         headers={"If-Match": "garbage"}, needs=("edits",)),
-    Case("delete-weak-if-match", "DELETE", ITEM, 412, "admin", headers={"If-Match": 'W/"{etag}"'},
-         needs=("edits",)),
+         headers={"If-Match": "garbage"}),
+    Case("delete-weak-if-match", "DELETE", ITEM, 412, "admin", headers={"If-Match": 'W/"{etag}"'}),
     Case("put-other-pxcode", "PUT", ITEM, 400, "admin", json_body={"pxcode": "040", "procedure": "T"},
-         headers={"If-Match": '"{etag}"'}, needs=("edits",)),
+         headers={"If-Match": '"{etag}"'}),
     Case("put-procedure-null", "PUT", ITEM, 400, "admin", json_body={"procedure": None},
-         headers={"If-Match": '"{etag}"'}, needs=("edits",)),
+         headers={"If-Match": '"{etag}"'}),
     Case("put-procedure-missing", "PUT", ITEM, 400, "admin", json_body={},
-         headers={"If-Match": '"{etag}"'}, needs=("edits",)),
+         headers={"If-Match": '"{etag}"'}),
     Case("patch-procedure-256", "PATCH", ITEM, 400, "admin", json_body={"procedure": "T" * 256},
-         headers={"If-Match": '"{etag}"'}, needs=("edits",)),
+         headers={"If-Match": '"{etag}"'}),
     Case("patch-unknown-field", "PATCH", ITEM, 400, "admin", json_body={"owner": "me"},
-         headers={"If-Match": '"{etag}"'}, needs=("edits",)),
+         headers={"If-Match": '"{etag}"'}),
     Case("patch-not-object", "PATCH", ITEM, 400, "admin", json_body=["procedure"],
-         headers={"If-Match": '"{etag}"'}, needs=("edits",)),
+         headers={"If-Match": '"{etag}"'}),
     Case("put-form", "PUT", ITEM, 415, "admin", data=b"procedure=T",
-         content_type="application/x-www-form-urlencoded", headers={"If-Match": '"{etag}"'}, needs=("edits",)),
+         content_type="application/x-www-form-urlencoded", headers={"If-Match": '"{etag}"'}),
     Case("put-missing-code", "PUT", "/api/v1.0/pxcodes/NOPE", 404, "admin", json_body={"procedure": "T"},
-         headers={"If-Match": '"{etag}"'}, needs=("edits",)),
+         headers={"If-Match": '"{etag}"'}),
     Case("delete-missing-code", "DELETE", "/api/v1.0/pxcodes/NOPE", 404, "admin",
-         headers={"If-Match": '"{etag}"'}, needs=("edits",)),
+         headers={"If-Match": '"{etag}"'}),
 ]
 
 
@@ -313,25 +256,10 @@ def send(client, auth, admin, case, etag):
     return client.open(case.path, method=case.method, **kwargs)
 
 
-# 500s found by this table, each waiting for a package fix (named in NOTES-for-lead.md).
-KNOWN_BUGS = {
-    # (case id, database): "what fails" -- a strict xfail until the package is fixed.
-    # Emptied at 4ef82cb: NUL / lone surrogate in procedure, NUL in the path code and in the
-    # basic-auth username were 500s; all are 4xx now.
-}
-
-
-def _marks(case, backend):
-    marks = needs(*case.needs)
-    if (case.id, backend) in KNOWN_BUGS:
-        marks.append(pytest.mark.xfail(strict=True, reason="waiting for the lead: " + KNOWN_BUGS[case.id, backend]))
-    return marks
-
-
 @pytest.mark.parametrize(
     "database_url, case",
     [
-        pytest.param(backend, c, id=f"{backend}-{c.id}", marks=_marks(c, backend))
+        pytest.param(backend, c, id=f"{backend}-{c.id}")
         for backend in ("sqlite", "postgresql")
         for c in CASES
     ],
@@ -436,8 +364,6 @@ def test_hostile_but_legal_reads(client, auth, path, headers, status):
 
 # --- rate limits (the lead's flask-limiter) ---
 
-@pytest.mark.xfail("ratelimit" not in FEATURES, strict=True,
-                   reason="waiting for the lead: " + WAITING_FOR["ratelimit"])
 def test_rate_limit_is_429_json_with_retry_after(make_app):
     app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_DEFAULT="3 per minute",
                    RATELIMIT_PER_USER="3 per minute", RATELIMIT_PER_ADDRESS="3 per minute",
@@ -471,7 +397,6 @@ class FileCase:
     id: str
     content: bytes
     line: int  # the line the message must name
-    bad_on: tuple = ("sqlite", "postgresql")  # where the database itself refuses the row today
 
 
 def _sql(*rows):
@@ -484,11 +409,11 @@ LOADDATA_CASES = [
     FileCase("duplicate-code", _sql("('A1', 'ONE')", "('A2', 'TWO')", "('A1', 'AGAIN')"), 3),
     FileCase("unknown-column", _sql("('A1', 'ONE')") + b"INSERT INTO starter_pxcodes (pxcode, title) VALUES ('A2', 'T');\n", 2),
     FileCase("not-utf8", _sql("('A1', 'ONE')") + f"{INSERT}('A2', 'CAF".encode() + b"\xe9');\n", 2),
-    FileCase("code-too-long", _sql("('A1', 'ONE')", "('ABCDEFGHIJK', 'TWO')"), 2, bad_on=("postgresql",)),
-    FileCase("title-too-long", _sql("('A1', 'ONE')", "('A2', '" + "T" * 256 + "')"), 2, bad_on=("postgresql",)),
-    FileCase("empty-code", _sql("('A1', 'ONE')", "('', 'TWO')"), 2, bad_on=()),
-    FileCase("code-with-space", _sql("('A1', 'ONE')", "('BAD CODE', 'TWO')"), 2, bad_on=()),
-    FileCase("blank-title", _sql("('A1', 'ONE')", "('A2', '   ')"), 2, bad_on=()),
+    FileCase("code-too-long", _sql("('A1', 'ONE')", "('ABCDEFGHIJK', 'TWO')"), 2),
+    FileCase("title-too-long", _sql("('A1', 'ONE')", "('A2', '" + "T" * 256 + "')"), 2),
+    FileCase("empty-code", _sql("('A1', 'ONE')", "('', 'TWO')"), 2),
+    FileCase("code-with-space", _sql("('A1', 'ONE')", "('BAD CODE', 'TWO')"), 2),
+    FileCase("blank-title", _sql("('A1', 'ONE')", "('A2', '   ')"), 2),
 ]
 
 
@@ -505,18 +430,9 @@ def _one_line_error(result):
     return lines[0]
 
 
-def _loaddata_marks(case, backend):
-    if case.id == "not-utf8" or backend in case.bad_on:
-        return []
-    return [pytest.mark.xfail(strict=True, reason=(
-        "waiting for the lead: the database accepts this row the API would refuse "
-        "(CHECK constraints matching the model's rules, in a migration)"))]
-
-
 @pytest.mark.parametrize(
     "database_url, case",
-    [pytest.param(b, c, id=f"{b}-{c.id}", marks=_loaddata_marks(c, b))
-     for b in ("sqlite", "postgresql") for c in LOADDATA_CASES],
+    [pytest.param(b, c, id=f"{b}-{c.id}") for b in ("sqlite", "postgresql") for c in LOADDATA_CASES],
     indirect=["database_url"],
 )
 def test_loaddata_bad_file_writes_nothing(empty_app, tmp_path, case):
@@ -529,10 +445,7 @@ def test_loaddata_bad_file_writes_nothing(empty_app, tmp_path, case):
 
 @pytest.mark.parametrize(
     "database_url, case",
-    [pytest.param(b, c, id=f"{b}-{c.id}", marks=_loaddata_marks(c, b) or [pytest.mark.xfail(
-        strict=True, reason="waiting for the lead: loaddata errors name the line (run statement by "
-                            "statement, or map the error position to a line)")])
-     for b in ("sqlite", "postgresql") for c in LOADDATA_CASES],
+    [pytest.param(b, c, id=f"{b}-{c.id}") for b in ("sqlite", "postgresql") for c in LOADDATA_CASES],
     indirect=["database_url"],
 )
 def test_loaddata_error_names_the_line(empty_app, tmp_path, case):

@@ -26,7 +26,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from starter import config, create_app
+from starter import create_app
 from starter.db import STARTER_SQL, db, recreate_tables, run_sql_script
 from starter.models import User
 
@@ -571,17 +571,6 @@ def test_concurrent_creates_of_one_code_give_one_201(fault_database, service, se
     assert dict(found) == {code: 1 for code in results}
 
 
-def _app_routes():
-    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://", "SECRET_KEY": "x", "LOG_DIR": None})
-    return {(rule.rule, method) for rule in app.url_map.iter_rules() for method in rule.methods}
-
-
-HAS_EDITS = ("/api/v1.0/pxcodes/<pxcode>", "PUT") in _app_routes()
-HAS_STATEMENT_TIMEOUT = "DB_STATEMENT_TIMEOUT" in config.load("testing", environ={})
-
-
-@pytest.mark.xfail(not HAS_EDITS, strict=True,
-                   reason="waiting for the lead: PUT/PATCH with If-Match (API surface commit)")
 def test_concurrent_edits_with_one_etag_give_one_200(fault_database, service, session):
     """N editors holding the same ETag: exactly one write wins, the rest get 412 (no lost update)."""
     base = service.base
@@ -618,8 +607,6 @@ def test_concurrent_edits_with_one_etag_give_one_200(fault_database, service, se
         assert stored == [(f"EDITOR {winner}",)]
 
 
-@pytest.mark.xfail(not HAS_STATEMENT_TIMEOUT, strict=True,
-                   reason="waiting for the lead: DB_STATEMENT_TIMEOUT (a query behind a lock hangs)")
 def test_locked_table_answers_503_within_the_statement_timeout(private_postgres, fault_database, service, session):
     """A query stuck behind a lock is cancelled by the statement timeout: 503, no hung worker."""
     base = service.base
