@@ -234,3 +234,22 @@ def test_served_document_equals_the_file(fuzz_app):
 
 def test_report_requests_fuzzed():
     print(f"\nrequests fuzzed: {REQUESTS['count']}, by status: {dict(sorted(REQUESTS['by_status'].items()))}")
+
+
+def test_document_states_the_codes_own_limits():
+    """The document is written by hand: its numbers must be the ones the code enforces."""
+    import json
+
+    from starter.api.docs import OPENAPI_DOCUMENT
+    from starter.models import PROCEDURE_MAX, PXCODE_MAX, PXCODE_PATTERN
+    from starter.queries import Q_MAX_LENGTH, SORT_CHOICES
+
+    document = json.loads(OPENAPI_DOCUMENT.read_text())
+    schemas = document["components"]["schemas"]
+    assert schemas["Pxcode"]["maxLength"] == PXCODE_MAX
+    assert schemas["Pxcode"]["pattern"] == f"^{PXCODE_PATTERN.pattern}$"
+    assert schemas["Procedure"]["maxLength"] == PROCEDURE_MAX
+    parameters = {p["name"]: p["schema"] for p in document["paths"]["/api/v1.0/pxcodes/"]["get"]["parameters"]}
+    assert parameters["q"]["maxLength"] == Q_MAX_LENGTH
+    assert parameters["code"]["maxLength"] == PXCODE_MAX
+    assert parameters["sort"]["enum"] == list(SORT_CHOICES)
