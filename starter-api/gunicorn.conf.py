@@ -1,17 +1,19 @@
 """Gunicorn settings for the starter-api container, read from the environment.
 
-PORT (5000), GUNICORN_BIND (0.0.0.0:$PORT), WEB_CONCURRENCY (2 worker processes),
-GUNICORN_WORKER_CLASS (gthread), GUNICORN_THREADS (4 threads per worker),
+PORT (5000), GUNICORN_BIND (0.0.0.0:$PORT), WEB_CONCURRENCY (3 worker processes),
+GUNICORN_WORKER_CLASS (gthread), GUNICORN_THREADS (2 threads per worker),
 GUNICORN_TIMEOUT (30 s), FORWARDED_ALLOW_IPS (127.0.0.1: the proxies trusted for X-Forwarded-*).
 """
 
 import os
 
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# gthread: threads overlap the database round trips, and keep-alive connections stay cheap.
+# Chosen by measurement on 2 cores (bench/run.sh --sizes 100 --server-env ...; README "Benchmark"):
+# gthread 3x2 served ~1,000-1,200 req/s per endpoint, sync x4 about the same without keep-alive,
+# gthread 2x4 ~800, 4x2 ~700-1,000. Threads overlap the database round trips.
+workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5
