@@ -7,12 +7,12 @@ item's fields, or of the data version and the request URL for a list.
 
 import hashlib
 import json
-import threading
 
-from cachetools import LRUCache
 from flask import current_app, jsonify, request
 from werkzeug.exceptions import PreconditionFailed, PreconditionRequired
 from werkzeug.wrappers import Response
+
+from ..cache import ComputedCache
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
@@ -75,22 +75,17 @@ class RenderedCache:
     """
 
     def __init__(self, maxsize=256):
-        self._entries = LRUCache(maxsize)
-        self._lock = threading.Lock()
+        self._entries = ComputedCache(maxsize)
 
     def get_or_render(self, etag, render):
-        with self._lock:
-            entry = self._entries.get(etag)
-        if entry is None:
+        def encoded():
             body, headers = render()
-            entry = (current_app.json.dumps(body).encode() + b"\n", headers)
-            with self._lock:
-                self._entries[etag] = entry
-        return entry
+            return current_app.json.dumps(body).encode() + b"\n", headers
+
+        return self._entries.get_or_compute(etag, encoded)
 
     def clear(self):
-        with self._lock:
-            self._entries.clear()
+        self._entries.clear()
 
 
 def conditional_cached(etag, render, cache):

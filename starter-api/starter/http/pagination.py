@@ -8,15 +8,14 @@ first key of every page is computed once per version, listing and page size.
 """
 
 import math
-import threading
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from cachetools import LRUCache
 from flask import current_app, request, url_for
 from sqlalchemy import func, select, tuple_
 from werkzeug.exceptions import BadRequest, NotFound
 
+from ..cache import ComputedCache
 from ..db import db
 
 ARGS = frozenset({"page", "per_page"})
@@ -76,22 +75,12 @@ class Pager:
     """Pages of a listing (see ``queries.PxCodeListing``), with counts and page keys cached."""
 
     def __init__(self, maxsize=512):
-        self._counts = LRUCache(maxsize)
-        self._page_keys = LRUCache(max(maxsize // 16, 4))
-        self._lock = threading.Lock()
-
-    def _cached(self, cache, key, compute):
-        with self._lock:
-            if key in cache:
-                return cache[key]
-        value = compute()
-        with self._lock:
-            cache[key] = value
-        return value
+        self._counts = ComputedCache(maxsize)
+        self._page_keys = ComputedCache(max(maxsize // 16, 4))
 
     def paginate(self, listing, args, version):
         """Return page ``args.page`` of ``listing`` at data ``version``; 404 past the last page."""
-        total = self._cached(self._counts, (version, listing), lambda: _count(listing))
+        total = self._counts.get_or_compute((version, listing), lambda: _count(listing))
         empty = Page(items=[], page=args.page, per_page=args.per_page, total=total)
         if args.page > empty.last:
             raise NotFound(f"page {args.page} is past the last page ({empty.last})")
@@ -100,10 +89,8 @@ class Pager:
         if offset <= OFFSET_SCAN_MAX:
             statement = statement.offset(offset)
         else:
-            keys = self._cached(
-                self._page_keys,
-                (version, listing, args.per_page),
-                lambda: _first_keys(listing, args.per_page),
+            keys = self._page_keys.get_or_compute(
+                (version, listing, args.per_page), lambda: _first_keys(listing, args.per_page)
             )
             first = tuple_(*listing.order_columns)
             bound = keys[args.page - 1]
@@ -112,9 +99,8 @@ class Pager:
         return Page(items=items, page=args.page, per_page=args.per_page, total=total)
 
     def clear(self):
-        with self._lock:
-            self._counts.clear()
-            self._page_keys.clear()
+        self._counts.clear()
+        self._page_keys.clear()
 
 
 def _count(listing):
