@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from flask import request
 from sqlalchemy import and_, select, true
+from sqlalchemy.orm import aliased
 from werkzeug.exceptions import BadRequest
 
 from .models import PXCODE_MAX, PXCODE_PATTERN, PxCode, is_storable_text
@@ -74,10 +75,24 @@ class PxCodeListing:
             conditions.append(PxCode.pxcode.like(f"{_like_literal(self.prefix)}%", escape="\\"))
         return and_(true(), *conditions)
 
+    @property
+    def is_filtered(self):
+        return bool(self.words or self.prefix)
+
     def filtered(self):
         """Select the matching codes, in no particular order."""
         return select(PxCode).where(self.where())
 
-    def statement(self):
-        """Select the matching codes in order."""
-        return self.filtered().order_by(*self.order_by())
+    def statement(self, fenced=False):
+        """Select the matching codes in order.
+
+        ``fenced``, for a filter that matches few rows: without it PostgreSQL may
+        walk the sort order's index and test row after row (800 ms for 3,900
+        matches among a million); behind ``OFFSET 0`` it finds the matches by
+        their own index and sorts just those (20 ms).
+        """
+        if not fenced:
+            return self.filtered().order_by(*self.order_by())
+        matches = aliased(PxCode, self.filtered().offset(0).subquery())
+        columns = [getattr(matches, column.key) for column in self.order_columns]
+        return select(matches).order_by(*[c.desc() if self.descending else c.asc() for c in columns])

@@ -124,3 +124,25 @@ def test_deep_pages_by_key_equal_offset_pages(client, auth, monkeypatch, sort, q
     ]
     assert by_key == by_offset
     assert pages >= 3 and all(by_offset)
+
+
+@pytest.mark.parametrize("sort", ["pxcode", "-procedure"])
+@pytest.mark.parametrize("query", ["q=w/o", "code=2", "q=failure&code=29"])
+def test_fenced_pages_equal_plain_pages(client, auth, monkeypatch, sort, query):
+    """Small filtered listings are fetched whole and sorted: the same pages either way."""
+    from starter.api.pxcodes import pager, rendered_pages
+
+    def pages():
+        pager.clear()
+        rendered_pages.clear()
+        count = _get(client, auth, f"{query}&sort={sort}&per_page=4").json["meta"]["pages"]
+        return [
+            _codes(_get(client, auth, f"{query}&sort={sort}&per_page=4&page={n}"))
+            for n in range(1, count + 1)
+        ]
+
+    fenced = pages()
+    monkeypatch.setattr(pagination, "FENCED_MAX", -1)
+    plain = pages()
+    assert fenced == plain
+    assert all(fenced)

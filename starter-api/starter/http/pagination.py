@@ -21,6 +21,9 @@ from ..db import db
 ARGS = frozenset({"page", "per_page"})
 # Up to this many rows an OFFSET scan is cheaper than computing page keys.
 OFFSET_SCAN_MAX = 5000
+# A filtered listing with at most this many matches is fetched whole and sorted (see
+# ``PxCodeListing.statement``); its pages then never need keys.
+FENCED_MAX = 20000
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,10 @@ class Pager:
         empty = Page(items=[], page=args.page, per_page=args.per_page, total=total)
         if args.page > empty.last:
             raise NotFound(f"page {args.page} is past the last page ({empty.last})")
-        statement = listing.statement().limit(args.per_page)
+        fenced = listing.is_filtered and total <= FENCED_MAX
+        statement = listing.statement(fenced=fenced).limit(args.per_page)
         offset = (args.page - 1) * args.per_page
-        if offset <= OFFSET_SCAN_MAX:
+        if fenced or offset <= OFFSET_SCAN_MAX:
             statement = statement.offset(offset)
         else:
             keys = self._page_keys.get_or_compute(
