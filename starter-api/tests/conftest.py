@@ -163,6 +163,16 @@ def make_empty_app(make_app):
     return make
 
 
+def load_starter_data(users):
+    """In an app context: load the 100 starter codes and add ``(name, password, is_admin)`` users."""
+    run_sql_script(STARTER_SQL.read_text())
+    for username, password, is_admin in users:
+        user = User(username=username, is_admin=is_admin)
+        user.password = password
+        db.session.add(user)
+    db.session.commit()
+
+
 @pytest.fixture
 def make_seeded_app(make_empty_app):
     """Return a factory of apps with the 100 starter codes, the admin alice and the reader bob."""
@@ -170,13 +180,7 @@ def make_seeded_app(make_empty_app):
     def make(**overrides):
         app = make_empty_app(**overrides)
         with app.app_context():
-            run_sql_script(STARTER_SQL.read_text())
-            users = ((USERNAME, PASSWORD, True), (READER, READER_PASSWORD, False))
-            for username, password, is_admin in users:
-                user = User(username=username, is_admin=is_admin)
-                user.password = password
-                db.session.add(user)
-            db.session.commit()
+            load_starter_data(((USERNAME, PASSWORD, True), (READER, READER_PASSWORD, False)))
         return app
 
     return make

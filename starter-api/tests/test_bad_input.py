@@ -213,9 +213,7 @@ def admin_user(app):
     """An admin and a plain (non-admin) user of this test's own, whatever conftest's alice is."""
     with app.app_context():
         for name, password, is_admin in ((ADMIN, ADMIN_PASSWORD, True), (READER, READER_PASSWORD, False)):
-            user = User(username=name)
-            if hasattr(User, "is_admin"):
-                user.is_admin = is_admin
+            user = User(username=name, is_admin=is_admin)
             user.password = password
             db.session.add(user)
         db.session.commit()

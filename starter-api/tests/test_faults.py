@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import load_starter_data
 from sqlalchemy import create_engine, text
 
 from starter import create_app
-from starter.db import STARTER_SQL, db, recreate_tables, run_sql_script
-from starter.models import User
+from starter.db import db, recreate_tables
 
 APP_ROOT = Path(__file__).resolve().parents[1]
 GUNICORN_CONF = APP_ROOT / "gunicorn.conf.py"
@@ -204,13 +204,7 @@ def fault_database(private_postgres):
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x", "LOG_DIR": None})
     with app.app_context():
         recreate_tables()
-        run_sql_script(STARTER_SQL.read_text())
-        user = User(username=ADMIN)
-        if hasattr(User, "is_admin"):
-            user.is_admin = True
-        user.password = ADMIN_PASSWORD
-        db.session.add(user)
-        db.session.commit()
+        load_starter_data([(ADMIN, ADMIN_PASSWORD, True)])
         db.session.remove()
         db.engine.dispose()
     return url

@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import load_starter_data
 from sqlalchemy import text
 
 from starter import create_app
 from starter.db import STARTER_SQL, db, recreate_tables, run_sql_script
-from starter.models import User
 
 if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
     import schemathesis  # CI installs requirements-dev.txt: a missing schemathesis is a failure
@@ -89,13 +89,7 @@ def fuzz_app(request, tmp_path_factory):
     )
     with app.app_context():
         recreate_tables()
-        run_sql_script(STARTER_SQL.read_text())
-        user = User(username=ADMIN)
-        if hasattr(User, "is_admin"):
-            user.is_admin = True
-        user.password = ADMIN_PASSWORD
-        db.session.add(user)
-        db.session.commit()
+        load_starter_data([(ADMIN, ADMIN_PASSWORD, True)])
     CURRENT_APP.app = app
     yield app
     CURRENT_APP.app = None
