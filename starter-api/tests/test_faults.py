@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import load_starter_data
+from conftest import _in_ci, load_starter_data
 from sqlalchemy import create_engine, text
 
 from starter import create_app
@@ -39,10 +39,6 @@ REQUEST_TIMEOUT = (3, 10)
 MAX_503_LATENCY = 1.0  # seconds for any request answered while the database is down
 MAX_RECOVERY = 5.0  # seconds from the database accepting connections to the API answering 200
 STATEMENT_TIMEOUT_MS = 2000  # DB_STATEMENT_TIMEOUT given to the server (milliseconds)
-
-
-def _in_ci():
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _unavailable(reason):
