@@ -54,7 +54,11 @@ class Principal:
 
 
 class VerifiedCredentials:
-    """Basic-auth credentials that passed a full hash check recently (bounded size and age)."""
+    """Credentials that proved a user recently (bounded size and age), by a keyed digest.
+
+    Basic auth remembers (username, password) after the hash check; tokens
+    remember (user id, password stamp) after the user lookup.
+    """
 
     def __init__(self, maxsize=4096):
         self._maxsize = maxsize
@@ -62,35 +66,34 @@ class VerifiedCredentials:
         self._key = secrets.token_bytes(32)  # per process: digests are useless elsewhere
         self._lock = threading.Lock()
 
-    def _digest(self, username, password):
-        message = f"{username}\0{password}".encode("utf-8", "surrogatepass")
+    def _digest(self, parts):
+        message = "\0".join(str(part) for part in parts).encode("utf-8", "surrogatepass")
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
     def _cache(self):
         if self._entries is None:
-            ttl = current_app.config["AUTH_CACHE_SECONDS"]
-            self._entries = TTLCache(self._maxsize, ttl) if ttl > 0 else {}
+            self._entries = TTLCache(self._maxsize, current_app.config["AUTH_CACHE_SECONDS"])
         return self._entries
 
-    def lookup(self, username, password):
+    def lookup(self, *parts):
         """Return the principal these credentials proved recently, if still valid, else None."""
         if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
             return None
         with self._lock:
-            entry = self._cache().get(self._digest(username, password))
+            entry = self._cache().get(self._digest(parts))
         if entry is None:
             return None
         principal, users_version = entry
         return principal if users_version == DataVersion.current().users else None
 
-    def remember(self, username, password, principal):
+    def remember(self, principal, *parts):
         if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
             return
-        # The version is read before the password check ran, so a change made
+        # The version was read before the credentials were checked, so a change made
         # meanwhile makes this entry stale at once rather than missed.
         entry = (principal, DataVersion.current().users)
         with self._lock:
-            self._cache()[self._digest(username, password)] = entry
+            self._cache()[self._digest(parts)] = entry
 
     def clear(self):
         with self._lock:
@@ -112,13 +115,21 @@ def issue_token(user):
 def user_from_token(token):
     """Return the principal a valid, unexpired token names, else None."""
     try:
+        # Signature and age: checked on every use, without the database.
         claims = _serializer().loads(token, max_age=current_app.config["TOKEN_EXPIRATION"])
-        user = db.session.get(User, int(claims["uid"]))
+        key = ("token", int(claims["uid"]), str(claims["stamp"]))
     except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
         return None
-    if user is None or claims.get("stamp") != user.credential_stamp:
+    principal = verified.lookup(*key)
+    if principal is not None:
+        return principal
+    DataVersion.current()  # read before the lookup: see VerifiedCredentials.remember
+    user = db.session.get(User, key[1])
+    if user is None or key[2] != user.credential_stamp:
         return None
-    return Principal.of(user)
+    principal = Principal.of(user)
+    verified.remember(principal, *key)
+    return principal
 
 
 @lru_cache(maxsize=4)
@@ -133,7 +144,7 @@ def verify_password(username, password):
         return None
     if not password:
         return user_from_token(username)
-    principal = verified.lookup(username, password)
+    principal = verified.lookup("basic", username, password)
     if principal is not None:
         return principal
     DataVersion.current()  # read before the check: see VerifiedCredentials.remember
@@ -145,7 +156,7 @@ def verify_password(username, password):
     if not user.verify_password(password):
         return None
     principal = Principal.of(user)
-    verified.remember(username, password, principal)
+    verified.remember(principal, "basic", username, password)
     return principal
 
 

@@ -164,3 +164,33 @@ def test_unknown_user_still_costs_a_hash(client, auth, monkeypatch):
     )
     _assert_401(client.get(ITEM, headers=auth.basic("nobody", "pw")))
     assert len(calls) == 1
+
+
+def test_token_use_looks_the_user_up_once_then_remembers(client, auth, app):
+    from sqlalchemy import event
+
+    token = auth.token()
+    statements = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(3):
+            assert client.get(ITEM, headers=auth.bearer(token)).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert sum("FROM starter_users" in s for s in statements) <= 1
+
+
+def test_remembered_token_dies_with_a_password_change(client, auth, app):
+    token = auth.token()
+    assert client.get(ITEM, headers=auth.bearer(token)).status_code == 200
+    with app.app_context():
+        user = User.by_username("alice")
+        user.password = "changed"
+        db.session.commit()
+    _assert_401(client.get(ITEM, headers=auth.bearer(token)), scheme="Bearer")
