@@ -188,7 +188,7 @@ class Stats:
 class Client(threading.Thread):
     """One keep-alive connection, its own ETag cache, a weighted random mix of operations."""
 
-    def __init__(self, number, base, token, admin_token, mix, stats, stop, features, codes, created,
+    def __init__(self, number, base, token, admin_token, mix, stats, stop, codes, created,
                  created_lock, seed):
         super().__init__(daemon=True)
         parsed = urllib.parse.urlsplit(base)
@@ -196,7 +196,7 @@ class Client(threading.Thread):
         self.number = number
         self.token, self.admin_token = token, admin_token
         self.ops, self.weights = zip(*mix.items())
-        self.stats, self.stop, self.features = stats, stop, features
+        self.stats, self.stop = stats, stop
         self.codes, self.created, self.created_lock = codes, created, created_lock
         self.random = random.Random(seed)
         self.etags = {}  # path -> etag
@@ -281,8 +281,6 @@ class Client(threading.Thread):
         self._get(op, path or self._list_path(), revalidate=True)
 
     def op_search(self, op):
-        if "search" not in self.features:
-            return self.op_list(op)
         kind = self.random.random()
         if kind < 0.5:
             query = {"q": self.random.choice(WORDS)}
@@ -308,30 +306,30 @@ class Client(threading.Thread):
         with self.created_lock:
             return self.random.choice(self.created) if self.created else None
 
-    def op_update(self, op):
-        if "edits" not in self.features:
-            return self.op_create(op)
+    def _fetch_own(self, op):
+        """GET one of the codes this run created, for its ETag; None (after a create) if there is none."""
         code = self._own_code()
         if code is None:
-            return self.op_create(op)
+            self.op_create(op)
+            return None
         status, response, _ = self.request(op + "_get", "GET", API + code, admin=True)
-        if status != 200:
+        return (code, response.getheader("ETag")) if status == 200 else None
+
+    def op_update(self, op):
+        fetched = self._fetch_own(op)
+        if fetched is None:
             return
+        code, etag = fetched
         method = self.random.choice(["PUT", "PATCH"])
         self.request(op, method, API + code, body={"procedure": f"UPDATED {self.random.choice(WORDS)}"},
-                     headers={"If-Match": response.getheader("ETag")}, admin=True)
+                     headers={"If-Match": etag}, admin=True)
 
     def op_delete(self, op):
-        if "edits" not in self.features:
-            return self.op_item(op)
-        code = self._own_code()
-        if code is None:
-            return self.op_create(op)
-        status, response, _ = self.request(op + "_get", "GET", API + code, admin=True)
-        if status != 200:
+        fetched = self._fetch_own(op)
+        if fetched is None:
             return
-        status, _, _ = self.request(op, "DELETE", API + code, headers={"If-Match": response.getheader("ETag")},
-                                    admin=True)
+        code, etag = fetched
+        status, _, _ = self.request(op, "DELETE", API + code, headers={"If-Match": etag}, admin=True)
         if status == 204:
             with self.created_lock:
                 if code in self.created:
@@ -352,38 +350,24 @@ def get_token(base, user, password):
     return json.loads(data)["token"]
 
 
-def probe(base, token):
-    """Which of the API's optional features this server has; and the codes it holds."""
+def server_codes(base, token):
+    """The codes the server holds (the readers pick from them)."""
     parsed = urllib.parse.urlsplit(base)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=30)
     headers = {"Authorization": f"Bearer {token}"}
-
-    def get(path):
-        connection.request("GET", path, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read()
-
-    features = set()
-    status, data = get(API + "?q=HEART")
-    _, everything = get(API)
-    if status == 200 and json.loads(data)["meta"]["total"] < json.loads(everything)["meta"]["total"]:
-        features.add("search")
-    connection.request("PUT", API + "NO-SUCH-CODE", body=b"{}", headers={**headers, "Content-Type": "application/json"})
-    response = connection.getresponse()
-    response.read()
-    if response.status != 405:
-        features.add("edits")
     codes, page = [], 1
     while True:
-        status, data = get(f"{API}?per_page=100&page={page}")
-        if status != 200:
+        connection.request("GET", f"{API}?per_page=100&page={page}", headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        if response.status != 200:
             break
         body = json.loads(data)
         codes += [item["pxcode"] for item in body["items"]]
         if not body["meta"]["next"]:
             break
         page += 1
-    return features, codes
+    return codes
 
 
 def check_writes(base, token, created):
@@ -420,13 +404,13 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def report(stats, elapsed, args, features, server):
+def report(stats, elapsed, args, server):
     every = [x for v in stats.latency.values() for x in v]
     total = len(every)
     conn = sum(stats.conn_errors.values())
     n5xx = sum(n for s, n in stats.status.items() if s >= 500)
     lines = [
-        f"clients {args.clients}, duration {elapsed:.1f}s, features {sorted(features) or '-'}",
+        f"clients {args.clients}, duration {elapsed:.1f}s",
         f"requests {total} ({total / elapsed:.0f}/s), connection errors {conn}"
         + (f" {dict(stats.conn_errors)}" if conn else "") + f", 5xx {n5xx}",
         "by status: " + ", ".join(f"{s}: {n}" for s, n in sorted(stats.status.items())),
@@ -495,14 +479,14 @@ def main(argv=None):
             base, admin, readers = server.base, server.admin, server.readers or [server.admin]
         admin_token = get_token(base, *admin)
         reader_tokens = [get_token(base, *r) for r in readers]
-        features, codes = probe(base, admin_token)
+        codes = server_codes(base, admin_token)
         if not codes:
             raise RuntimeError("the server holds no codes to read")
         stats, stop = Stats(), threading.Event()
         created, created_lock = [], threading.Lock()
         clients = [
             Client(i, base, reader_tokens[i % len(reader_tokens)], admin_token, args.mix, stats, stop,
-                   features, codes, created, created_lock, seed=args.seed * 1000 + i)
+                   codes, created, created_lock, seed=args.seed * 1000 + i)
             for i in range(args.clients)
         ]
         print(f"load: {args.clients} clients for {args.duration:.0f}s against {base} ...", flush=True)
@@ -517,11 +501,10 @@ def main(argv=None):
         elapsed = time.monotonic() - started
         for client in clients:
             client.join(timeout=60)
-        ok = report(stats, elapsed, args, features, server)
-        if "search" in features:  # the check lists by code prefix
-            verdict, held = check_writes(base, admin_token, created)
-            print(verdict)
-            ok = ok and held
+        ok = report(stats, elapsed, args, server)
+        verdict, held = check_writes(base, admin_token, created)
+        print(verdict)
+        ok = ok and held
     finally:
         if server is not None:
             server.stop()

@@ -5,13 +5,8 @@
 #   any other command        run as given, e.g. `/bin/sh` or `python manage.py createdb`.
 set -eu
 
-# The app logs to files under LOG_DIR and to stderr. A host folder bind-mounted there that this user
-# cannot write (docker creates a missing ./logs as root) would stop the app: log to stderr only instead.
-if [ -n "${LOG_DIR:-}" ] && ! { mkdir -p "$LOG_DIR" 2>/dev/null && [ -w "$LOG_DIR" ]; }; then
-	echo "docker-entrypoint: warning: LOG_DIR $LOG_DIR is not writable by uid $(id -u);" \
-		"logging to stderr only (on the host: mkdir -p logs && chmod a+rwx logs; make up does it)" >&2
-	unset LOG_DIR
-fi
+# A LOG_DIR this user cannot write (docker makes a missing ./logs as root) is handled by the app
+# itself: it logs to stderr only and says so.
 
 # libpq (psql, and the app when DATABASE_URL names no password) reads PGPASSWORD; .env names it
 # POSTGRES_PASSWORD.

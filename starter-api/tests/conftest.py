@@ -197,6 +197,32 @@ def app(make_seeded_app):
 
 
 @pytest.fixture
+def sql_log(app):
+    """Return a context manager that records the SQL statements sent while it is open."""
+    from contextlib import contextmanager
+
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+
+    @contextmanager
+    def recording():
+        statements = []
+
+        def record(conn, cursor, statement, *args):
+            statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            yield statements
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+
+    return recording
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

@@ -166,23 +166,11 @@ def test_unknown_user_still_costs_a_hash(client, auth, monkeypatch):
     assert len(calls) == 1
 
 
-def test_token_use_looks_the_user_up_once_then_remembers(client, auth, app):
-    from sqlalchemy import event
-
+def test_token_use_looks_the_user_up_once_then_remembers(client, auth, sql_log):
     token = auth.token()
-    statements = []
-    with app.app_context():
-        engine = db.engine
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sql_log() as statements:
         for _ in range(3):
             assert client.get(ITEM, headers=auth.bearer(token)).status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert sum("FROM starter_users" in s for s in statements) <= 1
 
 

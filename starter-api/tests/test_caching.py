@@ -113,22 +113,10 @@ def test_a_write_in_one_worker_is_seen_by_another(make_app, app, auth):
     assert seen_by_b.json["meta"]["total"] == 101
 
 
-def test_a_304_runs_no_page_query(app, client, auth):
+def test_a_304_runs_no_page_query(client, auth, sql_log):
     tag = client.get(LIST, headers=auth.basic()).headers["ETag"]
-    statements = []
-    from sqlalchemy import event
-
-    with app.app_context():
-        engine = db.engine
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sql_log() as statements:
         response = client.get(LIST, headers={**auth.basic(), "If-None-Match": tag})
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert response.status_code == 304
     assert not [s for s in statements if "FROM starter_pxcodes" in s], statements
     assert any("starter_data_version" in s for s in statements)
