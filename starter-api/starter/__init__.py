@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from . import cli, config, db, limits, logconfig
-from .http import errors, headers
+from .http import errors, headers, replay
 
 SECRET_KEY_FILE = "secret-key"
 
@@ -40,6 +40,8 @@ def create_app(test_config=None):
     cli.init_app(app)
     _register_blueprints(app)
     _enable_cors(app)
+    replay.init_app(app)
+    _trust_forwarded_headers(app)
     app.logger.info(
         "starter-api ready: config=%s database=%s",
         app.config["NAME"],
@@ -55,6 +57,18 @@ def _register_blueprints(app):
     app.register_blueprint(api_bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(health.bp)
+
+
+def _trust_forwarded_headers(app):
+    """Behind ``FORWARDED_PROXIES`` proxies, take the client's address and scheme from them.
+
+    Outermost, so the read cache and the rate limits see the rewritten request.
+    """
+    proxies = app.config["FORWARDED_PROXIES"]
+    if proxies > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
 
 
 def _enable_cors(app):

@@ -24,6 +24,7 @@ from cachetools import TTLCache
 from flask import current_app
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import Forbidden
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -79,12 +80,16 @@ class VerifiedCredentials:
         """Return the principal these credentials proved recently, if still valid, else None."""
         if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
             return None
+        return self.lookup_at(DataVersion.current().users, *parts)
+
+    def lookup_at(self, users_version, *parts):
+        """``lookup`` for a caller that knows the users' version (and may run outside Flask)."""
         with self._lock:
-            entry = self._cache().get(self._digest(parts))
+            entry = self._entries.get(self._digest(parts)) if self._entries is not None else None
         if entry is None:
             return None
-        principal, users_version = entry
-        return principal if users_version == DataVersion.current().users else None
+        principal, verified_at = entry
+        return principal if verified_at == users_version else None
 
     def remember(self, principal, *parts):
         if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
@@ -130,6 +135,18 @@ def user_from_token(token):
     principal = Principal.of(user)
     verified.remember(principal, *key)
     return principal
+
+
+def remembered_basic_principal(authorization, users_version):
+    """The principal that basic credentials in ``authorization`` (a header value) proved
+    recently, if the users are still at ``users_version``; else None. Needs no app context."""
+    credentials = Authorization.from_header(authorization)
+    if credentials is None or credentials.type != "basic":
+        return None
+    username, password = credentials.username, credentials.password
+    if not username or not password:
+        return None  # no name, or a token as the name: the app decides
+    return verified.lookup_at(users_version, "basic", username, password)
 
 
 @lru_cache(maxsize=4)

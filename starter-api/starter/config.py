@@ -18,6 +18,33 @@ def _env_int(environ, name, default):
         raise ConfigError(f"{name} must be an integer, got {value!r}") from None
 
 
+def _env_float(environ, name, default):
+    value = environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
+def _database_url(environ):
+    """``DATABASE_URL``, with a driverless PostgreSQL URL sent to psycopg2 (the driver installed)."""
+    value = environ.get("DATABASE_URL") or None
+    if value is None:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a database URL (e.g. postgresql://user:pw@host/db)") from None
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg2")
+    return url.render_as_string(hide_password=False)
+
+
 def _env_bool(environ, name, default=False):
     value = environ.get(name)
     if value is None or value == "":
@@ -39,6 +66,7 @@ class Config:
     PASSWORD_HASH_METHOD = "scrypt"
     # Reject request bodies above this size with 413 before reading them.
     MAX_CONTENT_LENGTH = 64 * 1024
+    READ_CACHE = True
     PAGE_SIZE_DEFAULT = 100
     PAGE_SIZE_MAX = 100
     RATELIMIT_HEADERS_ENABLED = True
@@ -59,7 +87,7 @@ class Config:
         settings.update({k: v for k, v in vars(cls).items() if k.isupper()})
         settings.update(
             SECRET_KEY=environ.get("SECRET_KEY") or None,
-            SQLALCHEMY_DATABASE_URI=environ.get("DATABASE_URL") or None,
+            SQLALCHEMY_DATABASE_URI=_database_url(environ),
             DEBUG=_env_bool(environ, "FLASK_DEBUG", cls.DEBUG),
             LOG_DIR=environ.get("LOG_DIR") or None,
             LOG_LEVEL=environ.get("LOG_LEVEL", "INFO").upper(),
@@ -70,6 +98,12 @@ class Config:
             STARTER_ADMIN_USERNAME=environ.get("STARTER_ADMIN_USERNAME") or None,
             STARTER_ADMIN_PASSWORD=environ.get("STARTER_ADMIN_PASSWORD") or None,
             AUTH_CACHE_SECONDS=_env_int(environ, "AUTH_CACHE_SECONDS", 60),
+            # Repeated reads answered from memory (PostgreSQL only; README "How reads stay fast").
+            READ_CACHE=_env_bool(environ, "READ_CACHE", cls.READ_CACHE),
+            READ_CACHE_MAX_STALE=_env_float(environ, "READ_CACHE_MAX_STALE", 2.0),
+            READ_CACHE_ENTRIES=_env_int(environ, "READ_CACHE_ENTRIES", 1024),
+            # Proxies in front that set X-Forwarded-For/-Proto (0: trust no such header).
+            FORWARDED_PROXIES=_env_int(environ, "FORWARDED_PROXIES", 0),
             # Limits a well-behaved client never meets; failed logins far tighter.
             RATELIMIT_ENABLED=_env_bool(environ, "RATELIMIT_ENABLED", True),
             RATELIMIT_STORAGE_URI=environ.get("RATELIMIT_STORAGE_URI") or "memory://",
@@ -99,6 +133,8 @@ class TestingConfig(Config):
     NAME = "testing"
     TESTING = True
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
+    # Off unless a test asks: tests that write with psql read back at once.
+    READ_CACHE = False
 
 
 class ProductionConfig(Config):

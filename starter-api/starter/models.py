@@ -204,16 +204,22 @@ class DataVersion(db.Model):
     def current(cls):
         """Return this request's ``Versions``, read once, in one primary-key lookup."""
         if "data_versions" not in g:
-            row = db.session.execute(
-                select(cls.epoch, cls.version, cls.users_version).filter_by(id=1)
-            ).one()
-            g.data_versions = Versions(
-                codes=f"{row.epoch}.{row.version}", users=f"{row.epoch}.{row.users_version}"
-            )
+            row = db.session.execute(cls.query_current()).one()
+            g.data_versions = Versions.of(*row)
         return g.data_versions
+
+    @classmethod
+    def query_current(cls):
+        return select(cls.epoch, cls.version, cls.users_version).filter_by(id=1)
 
 
 @dataclass(frozen=True)
 class Versions:
+    """The data versions as tags: the epoch keeps them unique across a recreated table."""
+
     codes: str
     users: str
+
+    @classmethod
+    def of(cls, epoch, codes_version, users_version):
+        return cls(codes=f"{epoch}.{codes_version}", users=f"{epoch}.{users_version}")

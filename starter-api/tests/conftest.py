@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from starter import create_app
+from starter.http import replay
 from starter.db import STARTER_SQL, db, recreate_tables, run_sql_script
 from starter.models import User
 
@@ -145,6 +146,7 @@ def make_app(database_url, tmp_path):
     yield make
     clear_process_caches()
     for app in apps:
+        replay.close(app)
         with app.app_context():
             db.session.remove()
             db.engine.dispose()

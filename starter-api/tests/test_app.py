@@ -23,13 +23,26 @@ def test_default_profile_is_development_with_debug_off(monkeypatch, tmp_path):
 
 
 def test_environment_is_read(monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db/x")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg2://u:p@db/x")
     monkeypatch.setenv("TOKEN_EXPIRATION", "60")
     monkeypatch.setenv("FLASK_DEBUG", "1")
     settings = load("development")
-    assert settings["SQLALCHEMY_DATABASE_URI"] == "postgresql://u:p@db/x"
+    assert settings["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg2://u:p@db/x"
     assert settings["TOKEN_EXPIRATION"] == 60
     assert settings["DEBUG"] is True
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p@db/x", "postgres://u:p@db/x"])
+def test_a_postgresql_url_without_driver_uses_psycopg2(monkeypatch, url):
+    # SQLAlchemy 2.1 would pick psycopg 3, which is not installed.
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert load("development")["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg2://u:p@db/x"
+
+
+def test_a_malformed_database_url_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "not a url")
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        load("development")
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from ..http.conditional import (
 from ..http.pagination import ARGS as PAGE_ARGS
 from ..http.pagination import PageArgs, Pager, page_body, page_headers
 from ..http.payload import json_object
+from ..http.replay import offer
 from ..limits import per_user
 from ..models import DataVersion, PxCode, ValidationError
 from ..queries import PxCodeListing
@@ -34,6 +35,7 @@ def list_pxcodes():
     reject_unknown_args(PAGE_ARGS | PxCodeListing.ARGS)
     listing, args = PxCodeListing.from_request(), PageArgs.from_request()
     version = DataVersion.current().codes
+    offer(version)
     # The body holds absolute links, so the whole URL (host, arguments) is in the tag.
     tag = etag_of(version, request.url)
     return conditional_cached(tag, lambda: _render_page(listing, args, version), rendered_pages)
@@ -48,6 +50,7 @@ def _render_page(listing, args, version):
 @per_user
 def get_pxcode(pxcode):
     reject_unknown_args(())
+    offer(DataVersion.current().codes)  # read before the row: a replay is never newer than its data
     code = PxCode.get_or_404(pxcode)
     return conditional_json(code.etag, code.to_dict)
 

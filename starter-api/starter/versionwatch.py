@@ -1,0 +1,160 @@
+"""This process's view of the data versions, kept current by PostgreSQL notifications.
+
+A trigger announces every change of ``starter_data_version`` on the channel
+of the same name (migration 0003), whoever made it: a worker of this or
+another replica, or ``psql``. A thread per process listens, re-reads the row
+when told, and re-reads it anyway every ``max_stale / 4`` seconds. A version
+counts as known only while it was confirmed within ``max_stale`` seconds, so a
+lost connection or a database that stops answering turns the watch off (the
+callers then ask the database themselves) instead of leaving it stale.
+"""
+
+import logging
+import os
+import select
+import threading
+import time
+
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from .models import Versions
+
+CHANNEL = "starter_data_version"
+READ_VERSIONS = "SELECT epoch, version, users_version FROM starter_data_version WHERE id = 1"
+# libpq keepalives: a silently dropped connection is noticed in seconds, not hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2}
+
+log = logging.getLogger(__name__)
+
+
+class VersionWatch:
+    def __init__(self, url, connect_args, max_stale):
+        self._engine = create_engine(
+            url, poolclass=NullPool, connect_args={**connect_args, **KEEPALIVES}
+        )
+        self.max_stale = max_stale
+        self._heartbeat = max_stale / 4
+        self._known = None  # (Versions, time.monotonic() of the read)
+        self._invalidations = 0
+        self._generation = 0  # a thread whose generation is past gives up
+        self._thread = None
+        self._pid = None
+        self._progress = 0.0
+        self._wake_fds = None
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def current(self):
+        """Return the versions confirmed within ``max_stale`` seconds, else None."""
+        known = self._known
+        if known is not None and time.monotonic() - known[1] < self.max_stale:
+            return known[0]
+        self._ensure_watching()
+        return None
+
+    def invalidate(self):
+        """Forget the versions until read again: this process has just committed a write."""
+        self._invalidations += 1
+        self._known = None
+        self._wake()
+
+    def stop(self):
+        """End the watch (its thread exits at its next wake-up); ``current()`` is None from now."""
+        with self._lock:
+            self._stopped = True
+            self._generation += 1
+            self._known = None
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._engine.dispose()
+
+    # --- the listening thread ---
+
+    def _ensure_watching(self):
+        with self._lock:
+            if self._stopped:
+                return
+            pid = os.getpid()
+            running = (
+                self._thread is not None
+                and self._pid == pid  # a forked child does not inherit the thread
+                and self._thread.is_alive()
+                # A thread stuck on a database that stopped answering is left behind.
+                and time.monotonic() - self._progress < 2 * self.max_stale
+            )
+            if running:
+                return
+            if self._pid != pid:
+                self._wake_fds = os.pipe()
+                for fd in self._wake_fds:
+                    os.set_blocking(fd, False)
+            self._generation += 1
+            self._pid = pid
+            self._progress = time.monotonic()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._generation,), name="version-watch", daemon=True
+            )
+            self._thread.start()
+
+    def _wake(self):
+        fds = self._wake_fds
+        if fds is not None and self._pid == os.getpid():
+            try:
+                os.write(fds[1], b"\0")
+            except (BlockingIOError, OSError):
+                pass  # the pipe is full: a wake-up is pending anyway
+
+    def _run(self, generation):
+        failures = 0
+        while generation == self._generation:
+            try:
+                self._listen(generation)
+            except Exception as exc:  # any failure: the watch is off until reconnected
+                if generation != self._generation:
+                    return
+                if failures == 0:
+                    log.warning("version watch lost the database (%s); reconnecting", exc)
+                failures += 1
+            if generation == self._generation:
+                self._known = None
+            self._progress = time.monotonic()
+            time.sleep(min(0.05 * 2**min(failures, 5), self._heartbeat))
+
+    def _listen(self, generation):
+        connection = self._engine.raw_connection()
+        try:
+            dbapi = connection.driver_connection
+            dbapi.autocommit = True
+            with dbapi.cursor() as cursor:
+                cursor.execute(f"LISTEN {CHANNEL}")  # before the first read: no change slips by
+                wake = self._wake_fds[0]
+                while generation == self._generation:
+                    self._read(cursor, generation)
+                    readable, _, _ = select.select([dbapi, wake], [], [], self._heartbeat)
+                    if wake in readable:
+                        _drain(wake)
+                    dbapi.poll()
+                    dbapi.notifies.clear()
+        finally:
+            connection.invalidate()
+
+    def _read(self, cursor, generation):
+        invalidations = self._invalidations
+        cursor.execute(READ_VERSIONS)
+        row = cursor.fetchone()
+        now = time.monotonic()
+        self._progress = now
+        # Installed only if no write of this process committed meanwhile (it would
+        # have woken us: the next round reads again).
+        if generation == self._generation and invalidations == self._invalidations:
+            self._known = (Versions.of(*row), now)
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
