@@ -24,6 +24,7 @@ CHANNEL = "starter_data_version"
 READ_VERSIONS = "SELECT epoch, version, users_version FROM starter_data_version WHERE id = 1"
 # libpq keepalives: a silently dropped connection is noticed in seconds, not hours.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2}
+APPLICATION_NAME = "starter-api version watch"  # how pg_stat_activity shows it
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ log = logging.getLogger(__name__)
 class VersionWatch:
     def __init__(self, url, connect_args, max_stale):
         self._engine = create_engine(
-            url, poolclass=NullPool, connect_args={**connect_args, **KEEPALIVES}
+            url,
+            poolclass=NullPool,
+            connect_args={**connect_args, **KEEPALIVES, "application_name": APPLICATION_NAME},
         )
         self.max_stale = max_stale
         self._heartbeat = max_stale / 4

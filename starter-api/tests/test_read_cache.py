@@ -1,0 +1,313 @@
+"""The read cache: repeated reads answered before Flask, never with outdated data.
+
+On the real PostgreSQL (its notifications keep the cache honest); SQLite runs
+without it. Every test checks that a replay happened (``hits``) where it claims one.
+"""
+
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+from werkzeug.security import generate_password_hash
+
+from starter import create_app
+from starter.db import db
+from starter.http import replay
+from starter.versionwatch import APPLICATION_NAME
+
+from conftest import PASSWORD, READER, USERNAME
+
+LIST = "/api/v1.0/pxcodes/"
+ITEM = "/api/v1.0/pxcodes/039"
+LIMIT_HEADERS = {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"}
+
+
+@pytest.fixture
+def database_url(migrated_postgres_url):
+    return migrated_postgres_url
+
+
+@pytest.fixture
+def make_cached_app(make_seeded_app):
+    def make(**overrides):
+        # A long lease: what the tests see within a second came by notification.
+        settings = {"READ_CACHE": True, "READ_CACHE_MAX_STALE": 60.0, **overrides}
+        return make_seeded_app(**settings)
+
+    return make
+
+
+@pytest.fixture
+def cached_app(make_cached_app):
+    return make_cached_app()
+
+
+@pytest.fixture
+def outside(database_url):
+    """Run SQL on a connection of its own, as psql or another replica would."""
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+
+    def run(sql, **params):
+        with engine.connect() as connection:
+            connection.execute(text(sql), params)
+
+    yield run
+    engine.dispose()
+
+
+def cache_of(app):
+    return app.extensions[replay.EXTENSION]
+
+
+def wait_until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"not true within {timeout}s")
+
+
+def watching(app):
+    """Wait until the app's watch knows the versions (it starts on the first request)."""
+    return wait_until(lambda: cache_of(app).watch.current())
+
+
+def without_limit_headers(response):
+    return sorted((k, v) for k, v in response.headers.items() if k not in LIMIT_HEADERS)
+
+
+@pytest.mark.parametrize("url", [LIST, ITEM, LIST + "?q=hip&sort=-pxcode&per_page=5"])
+def test_a_repeated_read_is_replayed_with_the_answer_flask_gave(cached_app, auth, url):
+    client = cached_app.test_client()
+    first = client.get(url, headers=auth.basic())
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    again = client.get(url, headers=auth.basic())
+    assert cache_of(cached_app).hits == hits + 1
+    assert again.status_code == first.status_code == 200
+    assert again.data == first.data
+    assert without_limit_headers(again) == without_limit_headers(first)
+    # Counted like any request: the per-address budget went down by one more.
+    assert int(again.headers["X-RateLimit-Remaining"]) == int(first.headers["X-RateLimit-Remaining"]) - 1
+
+
+def test_a_revalidation_is_replayed_as_flask_answered_it(cached_app, auth):
+    client = cached_app.test_client()
+    tag = client.get(LIST, headers=auth.basic()).headers["ETag"]
+    conditional = {**auth.basic(), "If-None-Match": tag}
+    first = client.get(LIST, headers=conditional)  # Flask's 304, kept
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    again = client.get(LIST, headers=conditional)
+    assert cache_of(cached_app).hits == hits + 1
+    assert again.status_code == first.status_code == 304
+    assert again.data == b""
+    assert without_limit_headers(again) == without_limit_headers(first)
+    # A tag that does not match gets the full page.
+    other = client.get(LIST, headers={**auth.basic(), "If-None-Match": '"other"'})
+    assert other.status_code == 200 and other.json["meta"]["total"] == 100
+
+
+def test_head_is_replayed_without_a_body(cached_app, auth):
+    client = cached_app.test_client()
+    get = client.get(ITEM, headers=auth.basic())
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    head = client.head(ITEM, headers=auth.basic())
+    assert cache_of(cached_app).hits == hits + 1
+    assert head.status_code == 200 and head.data == b""
+    assert without_limit_headers(head) == without_limit_headers(get)
+
+
+def test_a_write_through_the_api_is_read_back_at_once(cached_app, auth):
+    client = cached_app.test_client()
+    for _ in range(2):
+        item = client.get(ITEM, headers=auth.basic())
+        client.get(LIST, headers=auth.basic())
+    watching(cached_app)
+    changed = client.patch(
+        ITEM,
+        json={"procedure": "CHANGED BY THE API"},
+        headers={**auth.basic(), "If-Match": item.headers["ETag"]},
+    )
+    assert changed.status_code == 200
+    # No wait: this process's own write made its cache ask the database.
+    assert client.get(ITEM, headers=auth.basic()).json["procedure"] == "CHANGED BY THE API"
+    assert client.get(LIST, headers=auth.basic()).json["items"][0]["procedure"] == "CHANGED BY THE API"
+
+
+def test_a_commit_in_this_process_makes_the_watch_read_again(cached_app, auth):
+    cached_app.test_client().get(ITEM, headers=auth.basic())
+    watch = cache_of(cached_app).watch
+    before = watching(cached_app)
+    with cached_app.app_context():
+        db.session.execute(text("UPDATE starter_pxcodes SET procedure = 'X' WHERE pxcode = '039'"))
+        db.session.commit()
+        # Not the version from before the write, not even for a moment.
+        assert watch.current() is None
+    assert watching(cached_app).codes != before.codes
+
+
+def test_a_write_behind_the_service_is_seen_by_notification(cached_app, auth, outside):
+    client = cached_app.test_client()
+    for _ in range(2):
+        client.get(ITEM, headers=auth.basic())
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    assert client.get(ITEM, headers=auth.basic()).json["procedure"] != "CHANGED BY PSQL"
+    assert cache_of(cached_app).hits == hits + 1
+    outside("UPDATE starter_pxcodes SET procedure = 'CHANGED BY PSQL' WHERE pxcode = '039'")
+    started = time.monotonic()
+    wait_until(
+        lambda: client.get(ITEM, headers=auth.basic()).json["procedure"] == "CHANGED BY PSQL",
+        timeout=1.0,  # the lease is 60 s: only the notification can explain this
+    )
+    assert time.monotonic() - started < 1.0
+    # ...and the new answer is replayed in its turn.
+    client.get(ITEM, headers=auth.basic())
+    hits = cache_of(cached_app).hits
+    assert client.get(ITEM, headers=auth.basic()).json["procedure"] == "CHANGED BY PSQL"
+    assert cache_of(cached_app).hits == hits + 1
+
+
+def test_a_password_changed_behind_the_service_stops_replays(cached_app, auth, outside):
+    client = cached_app.test_client()
+    for _ in range(2):
+        assert client.get(ITEM, headers=auth.reader()).status_code == 200
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    assert client.get(ITEM, headers=auth.reader()).status_code == 200
+    assert cache_of(cached_app).hits == hits + 1
+    new_hash = generate_password_hash("new password", method="pbkdf2:sha256:1000")
+    outside("UPDATE starter_users SET password_hash = :h WHERE username = :u", h=new_hash, u=READER)
+    wait_until(lambda: client.get(ITEM, headers=auth.reader()).status_code == 401, timeout=1.0)
+    assert client.get(ITEM, headers=auth.basic(READER, "new password")).status_code == 200
+
+
+def test_wrong_or_unknown_credentials_are_never_replayed(cached_app, auth):
+    client = cached_app.test_client()
+    for _ in range(2):
+        client.get(LIST, headers=auth.basic())
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    for headers in (auth.basic(USERNAME, "wrong"), auth.basic("mallory", PASSWORD), {}):
+        response = client.get(LIST, headers=headers)
+        assert response.status_code == 401
+        assert response.json["status"] == 401
+    assert cache_of(cached_app).hits == hits
+
+
+def test_a_token_is_answered_by_the_app(cached_app, auth):
+    client = cached_app.test_client()
+    token = auth.token()
+    for _ in range(2):
+        response = client.get(LIST, headers=auth.bearer(token))
+        assert response.status_code == 200 and response.json["meta"]["total"] == 100
+
+
+def test_replays_count_against_the_per_user_limit(make_cached_app, auth):
+    app = make_cached_app(RATELIMIT_PER_USER="3 per minute")
+    client = app.test_client()
+    assert client.get(ITEM, headers=auth.reader()).status_code == 200
+    watching(app)
+    hits = cache_of(app).hits
+    assert [client.get(ITEM, headers=auth.reader()).status_code for _ in range(2)] == [200, 200]
+    assert cache_of(app).hits == hits + 2
+    refused = client.get(ITEM, headers=auth.reader())
+    assert refused.status_code == 429
+    assert refused.json["status"] == 429
+    # Another user has a budget of their own.
+    assert client.get(ITEM, headers=auth.basic()).status_code == 200
+
+
+def test_replays_share_the_per_address_budget_and_its_headers(make_cached_app, auth):
+    app = make_cached_app(RATELIMIT_PER_ADDRESS="4 per minute")
+    client = app.test_client()
+    first = client.get(ITEM, headers=auth.reader())
+    watching(app)
+    rest = [client.get(ITEM, headers=auth.reader()) for _ in range(4)]
+    remaining = [int(r.headers["X-RateLimit-Remaining"]) for r in [first, *rest[:3]]]
+    assert remaining == [3, 2, 1, 0]
+    assert {r.headers["X-RateLimit-Limit"] for r in [first, *rest[:3]]} == {"4"}
+    assert rest[3].status_code == 429
+
+
+def test_an_address_out_of_failed_logins_gets_no_replay(make_cached_app, auth):
+    app = make_cached_app(RATELIMIT_FAILED_LOGINS="2 per minute")
+    client = app.test_client()
+    client.get(LIST, headers=auth.basic())
+    watching(app)
+    for _ in range(2):
+        assert client.get(LIST, headers=auth.basic(USERNAME, "guess")).status_code == 401
+    hits = cache_of(app).hits
+    assert client.get(LIST, headers=auth.basic()).status_code == 429
+    assert cache_of(app).hits == hits
+
+
+def test_cors_requests_are_answered_by_the_app(make_cached_app, auth):
+    app = make_cached_app(CORS_ORIGINS=["https://app.example"])
+    client = app.test_client()
+    client.get(LIST, headers=auth.basic())
+    watching(app)
+    hits = cache_of(app).hits
+    response = client.get(LIST, headers={**auth.basic(), "Origin": "https://app.example"})
+    assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert cache_of(app).hits == hits
+
+
+def test_each_host_gets_its_own_links(cached_app, auth):
+    client = cached_app.test_client()
+    for host in ("a.example", "b.example", "a.example", "b.example"):
+        body = client.get(ITEM, headers=auth.basic(), base_url=f"http://{host}").json
+        assert body["url"] == f"http://{host}/api/v1.0/pxcodes/039"
+        watching(cached_app)
+    assert cache_of(cached_app).hits >= 1
+
+
+def test_the_watch_reconnects_and_misses_nothing_when_its_connection_dies(cached_app, auth, outside):
+    client = cached_app.test_client()
+    client.get(ITEM, headers=auth.basic())
+    watching(cached_app)
+    outside(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = :name AND datname = current_database()",
+        name=APPLICATION_NAME,
+    )
+    outside("UPDATE starter_pxcodes SET procedure = 'CHANGED WHILE DOWN' WHERE pxcode = '039'")
+    # Whoever answers (the app while the watch is off, or a replay after it re-read),
+    # the change is there.
+    assert client.get(ITEM, headers=auth.basic()).json["procedure"] == "CHANGED WHILE DOWN"
+    watching(cached_app)
+    client.get(ITEM, headers=auth.basic())
+    hits = cache_of(cached_app).hits
+    assert client.get(ITEM, headers=auth.basic()).json["procedure"] == "CHANGED WHILE DOWN"
+    assert cache_of(cached_app).hits == hits + 1
+
+
+def test_versions_not_confirmed_within_the_lease_are_not_used(make_cached_app, auth, database_url):
+    app = make_cached_app(READ_CACHE_MAX_STALE=0.4)
+    app.test_client().get(ITEM, headers=auth.basic())
+    watch = cache_of(app).watch
+    watching(app)
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as locker:
+            # The watch's next read waits behind this lock: the database "stopped answering".
+            locker.execute(text("LOCK TABLE starter_data_version IN ACCESS EXCLUSIVE MODE"))
+            assert watch.current() is not None
+            wait_until(lambda: watch.current() is None, timeout=2.0)
+            locker.rollback()
+        watching(app)  # confirmed again once the database answers
+    finally:
+        engine.dispose()
+
+
+def test_without_postgresql_or_when_disabled_there_is_no_read_cache(tmp_path, database_url):
+    sqlite = create_app(
+        {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.sqlite", "READ_CACHE": True}
+    )
+    disabled = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "READ_CACHE": False})
+    assert replay.EXTENSION not in sqlite.extensions
+    assert replay.EXTENSION not in disabled.extensions
