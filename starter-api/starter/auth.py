@@ -108,22 +108,29 @@ class VerifiedCredentials:
 verified = VerifiedCredentials()
 
 
-def _serializer():
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=TOKEN_SALT)
+def _serializer(config):
+    return URLSafeTimedSerializer(config["SECRET_KEY"], salt=TOKEN_SALT)
 
 
 def issue_token(user):
     """Return a signed token for ``user``, valid for ``TOKEN_EXPIRATION`` seconds."""
-    return _serializer().dumps({"uid": user.id, "stamp": user.credential_stamp})
+    return _serializer(current_app.config).dumps({"uid": user.id, "stamp": user.credential_stamp})
+
+
+def _token_key(token, config):
+    """Return the cache key a valid, unexpired token stands for, else None."""
+    try:
+        # Signature and age: checked on every use, without the database.
+        claims = _serializer(config).loads(token, max_age=config["TOKEN_EXPIRATION"])
+        return ("token", int(claims["uid"]), str(claims["stamp"]))
+    except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
+        return None
 
 
 def user_from_token(token):
     """Return the principal a valid, unexpired token names, else None."""
-    try:
-        # Signature and age: checked on every use, without the database.
-        claims = _serializer().loads(token, max_age=current_app.config["TOKEN_EXPIRATION"])
-        key = ("token", int(claims["uid"]), str(claims["stamp"]))
-    except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
+    key = _token_key(token, current_app.config)
+    if key is None:
         return None
     principal = verified.lookup(*key)
     if principal is not None:
@@ -137,16 +144,29 @@ def user_from_token(token):
     return principal
 
 
-def remembered_basic_principal(authorization, users_version):
-    """The principal that basic credentials in ``authorization`` (a header value) proved
-    recently, if the users are still at ``users_version``; else None. Needs no app context."""
+def remembered_principal(authorization, users_version, config):
+    """The principal the credentials in ``authorization`` (a header value) proved recently,
+    if the users are still at ``users_version``; else None. Needs no app context.
+
+    Parsed as flask-httpauth parses them (werkzeug): basic credentials, a token as
+    the basic username with an empty password, or a Bearer token.
+    """
     credentials = Authorization.from_header(authorization)
-    if credentials is None or credentials.type != "basic":
+    if credentials is None:
         return None
-    username, password = credentials.username, credentials.password
-    if not username or not password:
-        return None  # no name, or a token as the name: the app decides
-    return verified.lookup_at(users_version, "basic", username, password)
+    if credentials.type == "basic":
+        username, password = credentials.username, credentials.password
+        if not username:
+            return None
+        if password:
+            return verified.lookup_at(users_version, "basic", username, password)
+        token = username
+    elif credentials.type == "bearer":
+        token = credentials.token
+    else:
+        return None
+    key = _token_key(token, config) if token else None
+    return verified.lookup_at(users_version, *key) if key else None
 
 
 @lru_cache(maxsize=4)

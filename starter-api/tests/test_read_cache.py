@@ -7,6 +7,7 @@ without it. Every test checks that a replay happened (``hits``) where it claims 
 import time
 
 import pytest
+from itsdangerous import TimestampSigner
 from sqlalchemy import create_engine, text
 from werkzeug.security import generate_password_hash
 
@@ -15,7 +16,7 @@ from starter.db import db
 from starter.http import replay
 from starter.versionwatch import APPLICATION_NAME
 
-from conftest import PASSWORD, READER, USERNAME
+from conftest import PASSWORD, READER, USERNAME, AuthActions
 
 LIST = "/api/v1.0/pxcodes/"
 ITEM = "/api/v1.0/pxcodes/039"
@@ -199,12 +200,35 @@ def test_wrong_or_unknown_credentials_are_never_replayed(cached_app, auth):
     assert cache_of(cached_app).hits == hits
 
 
-def test_a_token_is_answered_by_the_app(cached_app, auth):
+@pytest.mark.parametrize("form", ["bearer", "username"])
+def test_a_token_is_replayed_once_verified_and_never_once_tampered(cached_app, auth, form):
     client = cached_app.test_client()
     token = auth.token()
+
+    def headers(token):
+        return auth.bearer(token) if form == "bearer" else auth.basic(token, "")
+
+    first = client.get(LIST, headers=headers(token))
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    again = client.get(LIST, headers=headers(token))
+    assert cache_of(cached_app).hits == hits + 1
+    assert again.data == first.data and again.json["meta"]["total"] == 100
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert client.get(LIST, headers=headers(tampered)).status_code == 401
+    assert cache_of(cached_app).hits == hits + 1
+
+
+def test_an_expired_token_is_not_replayed(make_cached_app, auth, monkeypatch):
+    app = make_cached_app(TOKEN_EXPIRATION=60)
+    client = app.test_client()
+    token = AuthActions(client).token()
     for _ in range(2):
-        response = client.get(LIST, headers=auth.bearer(token))
-        assert response.status_code == 200 and response.json["meta"]["total"] == 100
+        assert client.get(LIST, headers=auth.bearer(token)).status_code == 200
+    watching(app)
+    later = int(time.time()) + 120  # two minutes on: the token is past its 60 s
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: later)
+    assert client.get(LIST, headers=auth.bearer(token)).status_code == 401
 
 
 def test_replays_count_against_the_per_user_limit(make_cached_app, auth):

@@ -7,12 +7,12 @@ next identical request itself when all of these hold:
 
 * the version it was made at is still current, as the ``VersionWatch`` knows
   it (PostgreSQL notifications; never older than ``READ_CACHE_MAX_STALE``);
-* the request's basic credentials are ones the app verified recently, and no
-  user changed since (``auth.remembered_basic_principal``);
+* the request's credentials (basic, or a token) are ones the app verified
+  recently, and no user changed since (``auth.remembered_principal``);
 * the rate limits admit it, counted in flask-limiter's own buckets
   (``limits.Admission``).
 
-Anything else (a first request, new credentials, a token, CORS, Range,
+Anything else (a first request, new credentials, CORS, Range,
 If-Match, a limit reached, the watch without a connection) goes to Flask
 untouched, which answers it and any error, and refills the cache. Responses are
 captured from Flask, so a replay carries the same bytes and headers; only the
@@ -27,7 +27,7 @@ from flask import current_app, has_app_context, request
 from werkzeug.http import parse_etags, unquote_etag
 
 from .. import limits
-from ..auth import remembered_basic_principal
+from ..auth import remembered_principal
 
 OFFER = "starter.replay.offer"
 EXTENSION = "starter_read_cache"
@@ -63,6 +63,7 @@ class ReadCache:
     def __init__(self, wsgi_app, watch, config, prefix, maxsize):
         self.wsgi_app = wsgi_app
         self.watch = watch
+        self.config = config
         self.admission = limits.Admission(config)
         self.prefix = prefix
         self.maxsize = maxsize
@@ -102,7 +103,9 @@ class ReadCache:
             entry = self._get((key, True))
             if entry is None or entry.version != versions.codes:
                 return None
-        principal = remembered_basic_principal(environ["HTTP_AUTHORIZATION"], versions.users)
+        principal = remembered_principal(
+            environ["HTTP_AUTHORIZATION"], versions.users, self.config
+        )
         if principal is None:
             return None
         address = environ.get("REMOTE_ADDR") or "127.0.0.1"
