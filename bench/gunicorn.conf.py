@@ -1,4 +1,8 @@
-"""Gunicorn settings for the starter-api container, read from the environment.
+"""gunicorn settings: the service's production server until granian replaced it (starter-api/serve.py).
+
+Kept for `bench/run.sh --server gunicorn` (and bench/load_mixed.py --server gunicorn), to measure both
+servers in one sitting; gunicorn itself is in bench/requirements.txt, not in the image. Read from the
+environment:
 
 PORT (5000), GUNICORN_BIND (0.0.0.0:$PORT), WEB_CONCURRENCY (3 worker processes),
 GUNICORN_WORKER_CLASS (gthread), GUNICORN_THREADS (2 threads per worker),

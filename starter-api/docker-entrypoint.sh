@@ -1,8 +1,9 @@
 #!/bin/sh
 # starter-api container entrypoint.
-#   (default) gunicorn ...   prepare the database (`python manage.py bootstrap`: wait for it, create missing
-#                            tables, load the starter codes into an empty table), then exec the server.
-#   any other command        run as given, e.g. `/bin/sh` or `python manage.py createdb`.
+#   (default) python serve.py   prepare the database (`python manage.py bootstrap`: wait for it, create
+#                               missing tables, load the starter codes into an empty table), then exec the
+#                               server (granian; its settings: serve.py).
+#   any other command           run as given, e.g. `/bin/sh` or `python manage.py createdb`.
 set -eu
 
 # A LOG_DIR this user cannot write (docker makes a missing ./logs as root) is handled by the app
@@ -14,9 +15,10 @@ if [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
 	export PGPASSWORD="$POSTGRES_PASSWORD"
 fi
 
-if [ "${1:-gunicorn}" = gunicorn ]; then
-	[ "$#" -gt 0 ] || set -- gunicorn -c gunicorn.conf.py wsgi:app
+[ "$#" -gt 0 ] || set -- python serve.py
+if [ "$1" = python ] && [ "${2:-}" = serve.py ]; then
 	python manage.py bootstrap
 fi
 
+# exec: the server becomes this process, so docker stop's SIGTERM reaches it.
 exec "$@"

@@ -1,15 +1,17 @@
-"""Faults: the database goes away and comes back under a real gunicorn; concurrent writers.
+"""Faults: the database goes away and comes back under the real production server; concurrent writers.
 
 These tests start a PRIVATE PostgreSQL instance (``initdb`` + ``pg_ctl`` from the
 machine's binaries, its own data folder and port; never the shared server at
-5432) and a real gunicorn process (``gunicorn.conf.py``) in front of it, then
-stop and restart the database mid-traffic. Without the PostgreSQL binaries they
-skip locally but FAIL in CI (``CI=true``).
+5432) and the production server in front of it exactly as the Docker image runs
+it (``python serve.py``: granian with the image's settings; only the address
+differs), then stop and restart the database mid-traffic. Without the PostgreSQL
+binaries they skip locally but FAIL in CI (``CI=true``).
 
 Every wait is bounded: client timeouts on every request, deadlines on every loop.
 """
 
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -31,7 +33,7 @@ from starter import create_app
 from starter.db import db, recreate_tables
 
 APP_ROOT = Path(__file__).resolve().parents[1]
-GUNICORN_CONF = APP_ROOT / "gunicorn.conf.py"
+SERVE = APP_ROOT / "serve.py"  # the image's CMD: python serve.py
 ADMIN, ADMIN_PASSWORD = "fault-admin", "fault-password"
 # Client-side bounds: a request that takes longer than this is a hang.
 REQUEST_TIMEOUT = (3, 10)
@@ -215,41 +217,34 @@ def rows(url, sql, **params):
         engine.dispose()
 
 
-class Gunicorn:
-    """A real gunicorn master (own process group) with ``gunicorn.conf.py``; stopped by PID."""
+class ProductionServer:
+    """``python serve.py`` (granian, the image's settings) in its own process group; stopped by PID."""
 
     def __init__(self, database_url, tmp, **extra_env):
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.logfile = Path(tmp) / "gunicorn.log"
+        self.logfile = Path(tmp) / "server.log"
+        # The image's server settings: serve.py's defaults, not whatever this shell has set.
+        inherited = {k: v for k, v in os.environ.items()
+                     if not k.startswith(("SERVER_", "GRANIAN_", "WEB_CONCURRENCY", "FORWARDED_PROXIES"))}
         env = {
-            **os.environ,
+            **inherited,
             "FLASK_CONFIG": "production",
             "SECRET_KEY": "fault-test-secret",
             "DATABASE_URL": database_url,
-            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-            "WEB_CONCURRENCY": "2",
-            "GUNICORN_THREADS": "4",
-            "GUNICORN_TIMEOUT": "30",
+            "PORT": str(self.port),
+            "SERVER_HOST": "127.0.0.1",
             "DB_CONNECT_TIMEOUT": "2",
             "DB_STATEMENT_TIMEOUT": str(STATEMENT_TIMEOUT_MS),
             # Traffic here is one user at test speed, not abuse.
             "RATELIMIT_PER_USER": "100000 per second",
             "RATELIMIT_PER_ADDRESS": "100000 per second",
             "LOG_DIR": "",
-            "GUNICORN_CONTROL_SOCKET": str(Path(tmp) / "gunicorn.ctl"),
             **extra_env,
         }
-        command = [sys.executable, "-m", "gunicorn", "--chdir", str(APP_ROOT)]
-        if GUNICORN_CONF.exists():
-            command += ["-c", str(GUNICORN_CONF)]
-        else:
-            command += ["--bind", env["GUNICORN_BIND"], "--workers", "2",
-                        "--worker-class", "gthread", "--threads", "4"]
-        command.append("wsgi:app")
         self._log = open(self.logfile, "wb")
         self.process = subprocess.Popen(
-            command, cwd=APP_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, str(SERVE)], cwd=APP_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.pid = self.process.pid
@@ -258,32 +253,34 @@ class Gunicorn:
         end = time.monotonic() + deadline
         while time.monotonic() < end:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"the server exited {self.process.returncode}:\n{self.log()}")
             try:
                 if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"gunicorn not answering after {deadline}s:\n{self.log()}")
+        raise RuntimeError(f"the server is not answering after {deadline}s:\n{self.log()}")
 
     def log(self):
         return self.logfile.read_text(errors="replace")
 
     def stop(self):
+        """SIGTERM, as docker stop sends; SIGKILL to the process group only if it hangs."""
         if self.process.poll() is None:
             os.kill(self.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=25)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)  # the group this master leads
+                os.killpg(self.pid, signal.SIGKILL)  # the group this server leads
                 self.process.wait(timeout=10)
         self._log.close()
+        return self.process.returncode
 
 
 @pytest.fixture(scope="module")
 def service(fault_database, tmp_path_factory):
-    server = Gunicorn(fault_database, tmp_path_factory.mktemp("gunicorn"))
+    server = ProductionServer(fault_database, tmp_path_factory.mktemp("server"))
     try:
         server.wait_ready()
         yield server
@@ -486,7 +483,8 @@ def test_database_outage_gives_fast_503s_and_recovers_without_losing_writes(
     assert {r[3] for r in outage} <= {503}, {r[3] for r in outage}
     slow = [r for r in outage if r[2] > MAX_503_LATENCY]
     assert not slow, f"{len(slow)} requests took longer than {MAX_503_LATENCY}s: {max(r[2] for r in slow):.2f}s"
-    assert "WORKER TIMEOUT" not in service.log()
+    # No worker died (granian would start it again, losing the requests it held).
+    assert "Unexpected exit from worker" not in service.log(), _errors_in(service.log())
     # Every write acknowledged or retried to completion is stored exactly once, none lost.
     assert len(traffic.created) >= 20
     found = dict(
@@ -651,7 +649,7 @@ def test_connection_lost_before_teardown_is_not_a_500(fault_database):
         try:
             response = app.test_client().get("/_faults/lose-connection")
         except Exception as exc:  # noqa: BLE001 - the bug: the WSGI call itself raises
-            pytest.fail(f"the request raised out of the app (gunicorn answers a plain 500): {exc!r}")
+            pytest.fail(f"the request raised out of the app (the server answers a plain 500): {exc!r}")
         assert response.status_code in (200, 503), response.get_data(as_text=True)
         if response.status_code == 503:
             _assert_flask_json_error(response, 503)
@@ -684,8 +682,8 @@ def _assert_flask_json_error(response, status):
 def test_hung_database_readyz_answers_503_within_the_connect_timeout(private_postgres, service, session):
     """A database that hangs (SIGSTOP: sockets open, nothing answers) must not hang the probe.
 
-    The orchestrator relies on /readyz to take the instance out of rotation; today its
-    pooled connection's pre-ping blocks forever (gthread workers are never timed out).
+    The orchestrator relies on /readyz to take the instance out of rotation; a pooled
+    connection's pre-ping could block forever (granian never times a request out).
     """
     base = service.base
     for _ in range(10):  # every worker has a pooled connection to the healthy server
@@ -759,8 +757,8 @@ def private_redis(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def limited_service(fault_database, private_redis, tmp_path_factory):
-    """A second gunicorn whose rate-limit counters live in the private Redis."""
-    server = Gunicorn(fault_database, tmp_path_factory.mktemp("gunicorn-redis"),
+    """A second server whose rate-limit counters live in the private Redis."""
+    server = ProductionServer(fault_database, tmp_path_factory.mktemp("server-redis"),
                       RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{private_redis.port}")
     try:
         server.wait_ready()
@@ -812,23 +810,33 @@ def test_redis_outage_and_hang_keep_the_api_serving(private_redis, limited_servi
     assert "Traceback" not in limited_service.log(), _errors_in(limited_service.log())
 
 
-# --- hostile bytes on the wire: what gunicorn itself answers ---
+# --- hostile bytes on the wire: what the server itself answers ---
 
 def _raw_request(port, data, timeout=5):
-    """Send raw bytes, return (status or None, whole answer)."""
+    """Send raw bytes; return (status or None, whole answer).
+
+    Reads until the server closes, or until one whole response (head and Content-Length body)
+    has arrived. The write side stays open: granian (hyper) drops a request whose client
+    half-closes (``shutdown(SHUT_WR)``) before the answer is written.
+    """
+    answer = b""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
+        deadline = time.monotonic() + timeout
         try:
-            while True:
+            while time.monotonic() < deadline:
                 chunk = s.recv(65536)
                 if not chunk:
                     break
-                chunks.append(chunk)
+                answer += chunk
+                head, sep, body = answer.partition(b"\r\n\r\n")
+                if sep:
+                    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                                   if line.lower().startswith(b"content-length:")), 0)
+                    if len(body) >= length:
+                        break
         except (socket.timeout, ConnectionResetError):
             pass
-    answer = b"".join(chunks)
     try:
         status = int(answer.split(b" ", 2)[1])
     except (IndexError, ValueError):
@@ -836,27 +844,83 @@ def _raw_request(port, data, timeout=5):
     return status, answer
 
 
+# name: (bytes, who answers, status). "server": granian itself, before the app (an empty body);
+# "api": the request reaches Flask, which answers its JSON error.
 WIRE_CASES = {
-    # The API's own 4xx (JSON) when the request reaches Flask; gunicorn's plain 4xx before that.
-    "code-10000-chars": b"GET /api/v1.0/pxcodes/" + b"9" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-    "header-20000-bytes": b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + b"A" * 20_000 + b"\r\n\r\n",
-    "header-without-colon": b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
-    "bad-request-line": b"GARBAGE\r\n\r\n",
-    "bad-http-version": b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n",
-    "nul-in-path": b"GET /api/v1.0/pxcodes/0\x0039 HTTP/1.1\r\nHost: x\r\n\r\n",
-    "non-utf8-path": b"GET /api/v1.0/pxcodes/\xff\xfe HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YTpi\r\n\r\n",
-    "bad-content-length": b"POST /api/v1.0/pxcodes/ HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    "code-10000-chars": (b"GET /api/v1.0/pxcodes/" + b"9" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "api", 401),
+    # Over serve.py's MAX_HEAD_BYTES (16 KiB): gunicorn answered 400 (its 8190-byte field limit).
+    "header-20000-bytes": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + b"A" * 20_000
+                           + b"\r\n\r\n", "server", 431),
+    "header-without-colon": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n", "server", 400),
+    "bad-request-line": (b"GARBAGE\r\n\r\n", "server", 400),
+    "bad-http-version": (b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", "server", 400),
+    "nul-in-path": (b"GET /api/v1.0/pxcodes/0\x0039 HTTP/1.1\r\nHost: x\r\n\r\n", "server", 400),
+    "non-utf8-path": (b"GET /api/v1.0/pxcodes/\xff\xfe HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YTpi\r\n\r\n",
+                      "server", 400),
+    "bad-content-length": (b"POST /api/v1.0/pxcodes/ HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                           "server", 400),
     "two-content-lengths": (b"POST /api/v1.0/pxcodes/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-                            b"Content-Length: 3\r\n\r\n{}"),
+                            b"Content-Length: 3\r\n\r\n{}", "server", 400),
+    # Transfer-Encoding wins over Content-Length (RFC 9112 6.3): the app gets the empty chunked body, and
+    # the connection is closed after the answer, so nothing after it can pass for a second request.
+    # gunicorn refused the request (400) instead.
     "smuggling-te-cl": (b"POST /api/v1.0/pxcodes/ HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
-                        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-    "truncated-body": b"POST /api/v1.0/pxcodes/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pxcode\"",
+                        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "api", 401),
+    # The body never completes: the API answers before reading it (no credentials).
+    "truncated-body": (b"POST /api/v1.0/pxcodes/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pxcode\"",
+                       "api", 401),
 }
 
 
 @pytest.mark.parametrize("name", sorted(WIRE_CASES))
 def test_hostile_bytes_get_a_4xx_and_the_server_stays_up(service, name):
-    status, answer = _raw_request(service.port, WIRE_CASES[name])
-    assert status is None or 400 <= status < 500, answer[:300]
+    data, who, expected = WIRE_CASES[name]
+    status, answer = _raw_request(service.port, data)
+    assert status == expected, answer[:300]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if who == "server":
+        assert body == b"" and b"connection: close" in head.lower(), answer[:300]
+    else:
+        error = json.loads(body)
+        assert set(error) == {"status", "error", "message"} and error["status"] == expected, answer[:300]
+    if name == "smuggling-te-cl":
+        assert b"connection: close" in head.lower(), answer[:300]
     assert b"Traceback" not in answer
     assert requests.get(service.base + "/healthz", timeout=REQUEST_TIMEOUT).status_code == 200
+
+
+def test_sigterm_lets_a_request_in_flight_finish(fault_database, tmp_path_factory):
+    """docker stop: SIGTERM stops accepting at once, answers the request in flight, then exits 0."""
+    server = ProductionServer(fault_database, tmp_path_factory.mktemp("server-stop"))
+    engine = create_engine(fault_database)
+    try:
+        server.wait_ready()
+        http = requests.Session()
+        token = http.get(server.base + "/auth/request-token", auth=(ADMIN, ADMIN_PASSWORD), timeout=REQUEST_TIMEOUT)
+        assert token.status_code == 200, token.text
+        http.headers["Authorization"] = f"Bearer {token.json()['token']}"
+        result = {}
+        with engine.connect() as locker:
+            # The request waits behind a lock (under the statement timeout) while SIGTERM arrives.
+            locker.execute(text("LOCK TABLE starter_pxcodes IN ACCESS EXCLUSIVE MODE"))
+
+            def read():
+                response = http.get(server.base + "/api/v1.0/pxcodes/?per_page=5", timeout=REQUEST_TIMEOUT)
+                result["status"] = response.status_code
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            time.sleep(0.5)
+            os.kill(server.pid, signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(requests.ConnectionError):
+                requests.get(server.base + "/healthz", timeout=REQUEST_TIMEOUT)  # no longer accepting
+            locker.rollback()  # the request in flight goes on
+        reader.join(timeout=15)
+        assert not reader.is_alive()
+        assert result == {"status": 200}
+        assert server.process.wait(timeout=25) == 0, server.log()[-2000:]
+    finally:
+        engine.dispose()
+        server.stop()
+    assert "Granian shutdown completed" in server.log()

@@ -1,0 +1,148 @@
+"""The production server: granian (WSGI, HTTP/1.1) in front of ``wsgi:app``, set from the environment.
+
+    python serve.py              # what the Docker image runs, after `python manage.py bootstrap`
+    python serve.py --print      # print the settings it would use, and exit
+    python serve.py MODULE:APP   # another WSGI callable with the same settings (the bench's ceiling)
+
+Every setting lives here and only here (the Docker image, bench/ and tests/test_faults.py all start
+the service through this file):
+
+  PORT (5000), SERVER_HOST (0.0.0.0)   where it listens
+  WEB_CONCURRENCY (2)                  worker processes
+  SERVER_THREADS (4)                   threads per worker that run the app (granian's blocking threads)
+  SERVER_BACKPRESSURE (32)             requests a worker takes on at once; more wait in the listen queue
+  SERVER_ACCESS_LOG (on)               one line per request on stdout (on/off)
+  SERVER_LOG_LEVEL (info)              granian's own log (the app's log: LOG_LEVEL)
+  SERVER_HEADER_TIMEOUT (10)           seconds a client has to send a request's headers (also the idle
+                                       keep-alive limit between two requests)
+  SERVER_GRACEFUL_TIMEOUT (20)         on SIGTERM (docker stop) or SIGINT: stop accepting, let requests in
+                                       flight finish for up to this many seconds, then kill the workers
+  FORWARDED_PROXIES (0)                read by the app, not here: how many proxies in front may set
+                                       X-Forwarded-For/-Proto (werkzeug ProxyFix). granian itself trusts
+                                       no forwarded header.
+
+A worker that dies is started again. granian has no per-request timeout: a request's time is bounded
+by the app's DB_CONNECT_TIMEOUT and DB_STATEMENT_TIMEOUT. Chosen by measurement on 2 cores: see
+bench/README.md ("The server").
+"""
+
+import copy
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent
+DEFAULT_APP = "wsgi:app"
+# The largest request head (request line and headers) granian reads: a larger one is answered 431
+# (granian's default, ~400 KiB, let a 20 KB Authorization header through to the app).
+MAX_HEAD_BYTES = 16384
+ACCESS_LOG_FORMAT = '%(addr)s - "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms qs="%(query_string)s"'
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+class AccessFormatter(logging.Formatter):
+    """granian's access line with control characters escaped: the path is percent-decoded, so a
+    client's %0A would otherwise start a forged line in the log."""
+
+    _control = re.compile(r"[\x00-\x1f\x7f]")
+
+    def format(self, record):
+        return self._control.sub(lambda m: f"\\x{ord(m.group()):02x}", super().format(record))
+
+
+def log_config():
+    """granian's logging setup, with AccessFormatter (workers import it as ``serve``)."""
+    from granian.log import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["access"]["()"] = "serve.AccessFormatter"
+    return config
+
+
+def _int(name, default, minimum=1):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"serve.py: {name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SystemExit(f"serve.py: {name}={value} is below {minimum}")
+    return value
+
+
+def _bool(name, default):
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in TRUE:
+        return True
+    if raw.strip().lower() in FALSE:
+        return False
+    raise SystemExit(f"serve.py: {name}={raw!r} is not on/off")
+
+
+def settings():
+    """The server's settings, from the environment (see the module docstring)."""
+    return {
+        "host": os.environ.get("SERVER_HOST", "").strip() or "0.0.0.0",
+        "port": _int("PORT", 5000),
+        "workers": _int("WEB_CONCURRENCY", 2),
+        "threads": _int("SERVER_THREADS", 4),
+        "backpressure": _int("SERVER_BACKPRESSURE", 32),
+        "access_log": _bool("SERVER_ACCESS_LOG", True),
+        "log_level": os.environ.get("SERVER_LOG_LEVEL", "").strip().lower() or "info",
+        "header_timeout": _int("SERVER_HEADER_TIMEOUT", 10),
+        "graceful_timeout": _int("SERVER_GRACEFUL_TIMEOUT", 20),
+    }
+
+
+def build(target=DEFAULT_APP, conf=None):
+    """A granian server for ``target`` (``module:callable``, imported in each worker from APP_DIR)."""
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+
+    conf = conf or settings()
+    return Granian(
+        target,
+        address=conf["host"],
+        port=conf["port"],
+        interface=Interfaces.WSGI,
+        http=HTTPModes.http1,
+        websockets=False,
+        workers=conf["workers"],
+        blocking_threads=conf["threads"],
+        backpressure=conf["backpressure"],
+        http1_settings=HTTP1Settings(
+            header_read_timeout=conf["header_timeout"] * 1000, keep_alive=True, max_buffer_size=MAX_HEAD_BYTES
+        ),
+        log_level=LogLevels(conf["log_level"]),
+        log_access=conf["access_log"],
+        log_access_format=ACCESS_LOG_FORMAT,
+        log_dictconfig=log_config(),
+        respawn_failed_workers=True,
+        workers_kill_timeout=conf["graceful_timeout"],
+        working_dir=APP_DIR,
+    )
+
+
+def main(argv):
+    args = [a for a in argv if a != "--print"]
+    if len(args) > 1 or (args and ":" not in args[0]):
+        raise SystemExit("usage: python serve.py [--print] [MODULE:APP]")
+    target = args[0] if args else DEFAULT_APP
+    conf = settings()
+    if "--print" in argv:
+        print(" ".join(f"{k}={v}" for k, v in {"app": target, **conf}.items()))
+        return
+    os.chdir(APP_DIR)  # as the image's WORKDIR: the app finds instance/ and data/ from here
+    build(target, conf).serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
