@@ -8,24 +8,22 @@ have no default: production refuses to start without ``SECRET_KEY``.
 import os
 
 
-def _env_int(environ, name, default):
+def _env_number(environ, name, default, kind, what):
     value = environ.get(name)
     if value is None or value == "":
         return default
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {value!r}") from None
+
+
+def _env_int(environ, name, default):
+    return _env_number(environ, name, default, int, "an integer")
 
 
 def _env_float(environ, name, default):
-    value = environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    return _env_number(environ, name, default, float, "a number")
 
 
 def _database_url(environ):
