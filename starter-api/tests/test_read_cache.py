@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 from werkzeug.security import generate_password_hash
 
 from starter import create_app
+from starter.config import ConfigError, load
 from starter.db import db
 from starter.http import replay
 from starter.versionwatch import APPLICATION_NAME
@@ -335,3 +336,15 @@ def test_without_postgresql_or_when_disabled_there_is_no_read_cache(tmp_path, da
     disabled = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "READ_CACHE": False})
     assert replay.EXTENSION not in sqlite.extensions
     assert replay.EXTENSION not in disabled.extensions
+
+
+@pytest.mark.parametrize("setting", [{"READ_CACHE_MAX_STALE": 0}, {"READ_CACHE_ENTRIES": 0}])
+def test_a_read_cache_that_cannot_work_is_refused_at_start(database_url, setting):
+    with pytest.raises(ConfigError, match="READ_CACHE"):
+        create_app({"SQLALCHEMY_DATABASE_URI": database_url, "READ_CACHE": True, **setting})
+
+
+def test_a_lease_that_is_not_a_number_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("READ_CACHE_MAX_STALE", "soon")
+    with pytest.raises(ConfigError, match="READ_CACHE_MAX_STALE must be a number"):
+        load("production")
