@@ -351,3 +351,16 @@ def test_a_lease_that_is_not_a_number_is_a_config_error(monkeypatch):
     monkeypatch.setenv("READ_CACHE_MAX_STALE", "soon")
     with pytest.raises(ConfigError, match="READ_CACHE_MAX_STALE must be a number"):
         load("production")
+
+
+def test_createdb_under_a_running_service_is_noticed_at_once(cached_app, auth):
+    client = cached_app.test_client()
+    for _ in range(2):
+        assert client.get(LIST, headers=auth.basic()).json["meta"]["total"] == 100
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    assert client.get(LIST, headers=auth.basic()).status_code == 200
+    assert cache_of(cached_app).hits == hits + 1
+    assert cached_app.test_cli_runner().invoke(args=["createdb"]).exit_code == 0
+    # The users are gone with the codes: no replay may let the old credentials in.
+    wait_until(lambda: client.get(LIST, headers=auth.basic()).status_code == 401, timeout=1.0)

@@ -42,6 +42,8 @@ def upgrade():
         return
     op.execute(POSTGRES_FUNCTION)
     op.execute(POSTGRES_TRIGGER)
+    # The version row may be new (createdb recreates the tables): say so to running services.
+    op.execute(f"NOTIFY {CHANNEL}")
 
 
 def downgrade():
