@@ -3,10 +3,14 @@
 
 Run through bench/run.sh (it installs wrk and the peers' tools when missing). For each size:
 load the codes with ``manage.py import-pxcodes`` (timed, against ``psql \\copy`` of the same
-file into an equivalent table), start gunicorn with starter-api/gunicorn.conf.py, and run wrk
-(through the peers' load.sh / load304.sh) on the list page, the last page, an item, a 304
-revalidation, a word search and a prefix search. The peers of ../shared/bench-peers run in the
-same sitting, and every figure is printed as a ratio to nginx-static and flask-gunicorn.
+file into an equivalent table), start the server as the Docker image does (``--server granian``:
+``python serve.py``, settings from the environment; ``--server gunicorn``: the former production
+server, bench/gunicorn.conf.py), and run wrk (through the peers' load.sh / load304.sh) on the list
+page, the last page, an item, a 304 revalidation, a word search and a prefix search. With
+``--ceiling`` the same server then replays the service's recorded answers from a trivial WSGI
+callable (bench/ceiling_app.py): the server's own limit for the same bytes. The peers of
+../shared/bench-peers run in the same sitting, and every figure is printed as a ratio to
+nginx-static and flask-gunicorn.
 
 Stdlib only. All traffic goes to 127.0.0.1; only processes this script started are stopped
 (by PID); every wait is bounded in time. See bench/README.md.
@@ -39,6 +43,8 @@ RATIO_PEERS = ("nginx-static", "flask-gunicorn")
 # Which peer endpoint each of ours is compared with (search results are pages too).
 PEER_ENDPOINT = {"list": "list", "deep": "list", "item": "item", "304": "l304", "q": "list", "code": "list"}
 ENDPOINTS = ("list", "deep", "item", "304", "q", "code")
+SERVERS = ("granian", "gunicorn")
+DEFAULT_SERVER = "granian"  # what the Docker image runs (starter-api/Dockerfile: python serve.py)
 WORD_QUERY = "joint replacement"
 
 
@@ -141,10 +147,30 @@ class Postgres:
 # --- the service ---------------------------------------------------------------------------
 
 class Service:
-    def __init__(self, python, gunicorn, env, port, workdir):
-        self.python, self.gunicorn, self.env, self.port, self.workdir = python, gunicorn, env, port, workdir
+    def __init__(self, python, server, env, port, workdir):
+        self.python, self.server, self.env, self.port, self.workdir = python, server, env, port, workdir
         self.proc = None
         self.base = f"http://127.0.0.1:{port}"
+
+    def command(self, app="wsgi:app"):
+        """The server's command line and environment, as the image runs it (cwd: starter-api/)."""
+        if self.server == "granian":
+            # The image: CMD ["python", "serve.py"]; serve.py reads PORT, SERVER_HOST, WEB_CONCURRENCY, ...
+            env = dict(self.env, PORT=str(self.port), SERVER_HOST="127.0.0.1")
+            return [self.python, "serve.py", *([] if app == "wsgi:app" else [app])], env
+        # The former production server: gunicorn with its config (now bench/gunicorn.conf.py), and our
+        # own control socket (the conf's default path is shared with any other gunicorn here).
+        env = dict(self.env, GUNICORN_BIND=f"127.0.0.1:{self.port}",
+                   GUNICORN_CONTROL_SOCKET=str(self.workdir / "gunicorn.ctl"))
+        return [str(Path(self.python).with_name("gunicorn")), "-c", str(BENCH_DIR / "gunicorn.conf.py"), app], env
+
+    def describe(self):
+        """One line for the report: the command and its settings."""
+        if self.server == "granian":
+            cmd, env = self.command()
+            settings = run([self.python, "serve.py", "--print"], timeout=30, env=env, cwd=API_DIR).stdout.strip()
+            return f"granian: python starter-api/serve.py ({settings})"
+        return "gunicorn: gunicorn -c bench/gunicorn.conf.py wsgi:app (the former production server)"
 
     def manage(self, *args, timeout=300):
         return run([self.python, "manage.py", *args], timeout=timeout, env=self.env, cwd=API_DIR)
@@ -157,31 +183,31 @@ class Service:
         line = next((l for l in result.stdout.splitlines() if l.startswith("Imported")), result.stdout.strip())
         return elapsed, line
 
-    def start(self, tag):
+    def start(self, tag, app="wsgi:app", extra_env=None):
         if port_in_use(self.port):
             raise SystemExit(f"bench: port {self.port} is already in use")
-        logfile = open(self.workdir / f"gunicorn-{tag}.log", "w")
-        # Our own control socket: the conf's default path is shared with any other gunicorn here.
-        env = dict(self.env, GUNICORN_BIND=f"127.0.0.1:{self.port}",
-                   GUNICORN_CONTROL_SOCKET=str(self.workdir / "gunicorn.ctl"))
+        logfile = open(self.workdir / f"{self.server}-{tag}.log", "w")
+        command, env = self.command(app)
+        env.update(extra_env or {})
         # Its own session: the process group is ours alone, PGID == PID.
         self.proc = subprocess.Popen(
-            [self.gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], cwd=API_DIR, env=env,
+            command, cwd=API_DIR, env=env,
             stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
+        probe = "/readyz" if app == "wsgi:app" else "/"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"bench: gunicorn exited ({self.proc.returncode}); see {logfile.name}")
+                raise SystemExit(f"bench: {self.server} exited ({self.proc.returncode}); see {logfile.name}")
             try:
-                with urllib.request.urlopen(self.base + "/readyz", timeout=2) as r:
+                with urllib.request.urlopen(self.base + probe, timeout=2) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.2)
         self.stop()
-        raise SystemExit(f"bench: gunicorn not ready after 60s; see {logfile.name}")
+        raise SystemExit(f"bench: {self.server} not ready after 60s; see {logfile.name}")
 
     def stop(self):
         if self.proc is None or self.proc.poll() is not None:
@@ -192,7 +218,7 @@ class Service:
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            log(f"gunicorn {pid} did not stop in 30s: SIGKILL to its process group")
+            log(f"{self.server} {pid} did not stop in 30s: SIGKILL to its process group")
             os.killpg(pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
@@ -204,12 +230,13 @@ def port_in_use(port):
 
 
 def fetch(url, auth, headers=None, timeout=30):
+    """(status, headers with lower-case names, body)."""
     request = urllib.request.Request(url, headers={"Authorization": "Basic " + auth, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
-            return r.status, dict(r.headers), r.read()
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
 # --- load ------------------------------------------------------------------------------------
@@ -245,7 +272,8 @@ def measure_size(size, args, service, pg, python, auth_plain, auth_b64, results,
     rows = count_lines(path)
     log(f"size {size}: {path} ({rows} rows)")
     service.manage("createdb", timeout=120)
-    service.manage("adduser", "bench", auth_plain.split(":", 1)[1], timeout=60)
+    # "--": a random password may begin with "-".
+    service.manage("adduser", "--", "bench", auth_plain.split(":", 1)[1], timeout=60)
 
     # Import throughput: the importer into an empty table vs psql \copy into an equivalent one.
     repeats = 3 if rows <= 200_000 else 1
@@ -270,6 +298,7 @@ def measure_size(size, args, service, pg, python, auth_plain, auth_b64, results,
     pg.psql("VACUUM ANALYZE starter_pxcodes", timeout=600)
 
     service.start(size)
+    recorded = {}
     try:
         api = service.base + "/api/v1.0/pxcodes/"
         status, _, body = fetch(api, auth_b64)
@@ -287,24 +316,44 @@ def measure_size(size, args, service, pg, python, auth_plain, auth_b64, results,
             "q": api + "?" + urllib.parse.urlencode({"q": WORD_QUERY}),
             "code": api + "?" + urllib.parse.urlencode({"code": prefix}),
         }
-        # Warm-up (workers, connections, caches), bounded.
-        wrk(args.peers, "load.sh", api, auth_plain, args.warmup)
-        for name in ENDPOINTS:
-            url = urls[name]
-            status, _, body = fetch(url, auth_b64)
-            script = "load304.sh" if name == "304" else "load.sh"
-            figures = wrk(args.peers, script, url, auth_plain, args.duration)
-            figures.update(size=size, endpoint=name, url=url[len(service.base):], status=status,
-                           bytes=0 if name == "304" else len(body))
-            if status >= 400:
-                figures.setdefault("note", f"HTTP {status}: {body[:120].decode(errors='replace')}")
-            results.append(figures)
-            shown = figures.get("error") or (
-                f"rps={figures['rps']:.0f} p50={figures['p50']}ms p99={figures['p99']}ms bad={figures['bad']}")
-            log(f"  {name:5} {figures['url']}: {shown}")
-            time.sleep(args.cooldown)
+        load_endpoints(args, service, size, "flask", urls, auth_plain, auth_b64, results, recorded)
     finally:
         service.stop()
+    if args.ceiling:
+        # The same server and settings, a trivial WSGI callable replaying the answers just recorded.
+        answers = args.workdir / f"ceiling-{size}.json"
+        answers.write_text(json.dumps(recorded))
+        service.start(f"{size}-ceiling", app="ceiling_app:app", extra_env={
+            "CEILING_RESPONSES": str(answers),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(BENCH_DIR), service.env.get("PYTHONPATH")) if p)})
+        try:
+            load_endpoints(args, service, size, "trivial", urls, auth_plain, auth_b64, results)
+        finally:
+            service.stop()
+
+
+def load_endpoints(args, service, size, app, urls, auth_plain, auth_b64, results, recorded=None):
+    """wrk on every endpoint; ``recorded`` (if given) collects each answer for the ceiling app."""
+    # Warm-up (workers, connections, caches), bounded.
+    wrk(args.peers, "load.sh", urls["list"], auth_plain, args.warmup)
+    for name in ENDPOINTS:
+        url = urls[name]
+        status, headers, body = fetch(url, auth_b64)
+        if recorded is not None and name != "304":
+            recorded[url[len(service.base):]] = {
+                "body": body.decode("latin-1"), "content_type": headers.get("content-type", "application/json"),
+                "etag": headers.get("etag", "")}
+        script = "load304.sh" if name == "304" else "load.sh"
+        figures = wrk(args.peers, script, url, auth_plain, args.duration)
+        figures.update(size=size, endpoint=name, url=url[len(service.base):], status=status,
+                       bytes=0 if name == "304" else len(body), app=app, server=service.server)
+        if status >= 400:
+            figures.setdefault("note", f"HTTP {status}: {body[:120].decode(errors='replace')}")
+        results.append(figures)
+        shown = figures.get("error") or (
+            f"rps={figures['rps']:.0f} p50={figures['p50']}ms p99={figures['p99']}ms bad={figures['bad']}")
+        log(f"  {app:7} {name:5} {figures['url']}: {shown}")
+        time.sleep(args.cooldown)
 
 
 def run_peer_bench(args):
@@ -339,19 +388,20 @@ def ratio(value, ref):
 
 def report(args, results, imports, peers, header):
     lines = [header]
-    fmt = "%-8s %-5s %-42s %9s %8s %9s %6s %7s %9s %9s"
-    lines.append(fmt % ("size", "ep", "path", "rps", "p50_ms", "p99_ms", "bad", "bytes", "x_nginx", "x_flaskg"))
+    fmt = "%-8s %-7s %-5s %-42s %9s %8s %9s %6s %7s %9s %9s"
+    lines.append(fmt % ("size", "app", "ep", "path", "rps", "p50_ms", "p99_ms", "bad", "bytes", "x_nginx", "x_flaskg"))
     for r in results:
         path = r["url"] if len(r["url"]) <= 42 else r["url"][:39] + "..."
         if "error" in r:
-            lines.append(fmt % (r["size"], r["endpoint"], path, "ERROR", "", "", "", "", "", "")
+            lines.append(fmt % (r["size"], r["app"], r["endpoint"], path, "ERROR", "", "", "", "", "", "")
                          + "  " + " ".join(r["error"])[:80])
             continue
         refs = [peers.get(p, {}).get(PEER_ENDPOINT[r["endpoint"]], {}).get("rps") for p in RATIO_PEERS]
         note = f"  ({r['note']})" if r.get("note") else ""
-        lines.append(fmt % (r["size"], r["endpoint"], path, f"{r['rps']:.0f}", f"{r['p50']:.2f}",
+        lines.append(fmt % (r["size"], r["app"], r["endpoint"], path, f"{r['rps']:.0f}", f"{r['p50']:.2f}",
                             f"{r['p99']:.2f}", r["bad"], r["bytes"], ratio(r["rps"], refs[0]),
                             ratio(r["rps"], refs[1])) + note)
+    lines.append("# app: flask = the service; trivial = the same server replaying the service's answers (--ceiling)")
     lines.append("# bad = responses not 2xx (not 304 for ep 304); x_nginx / x_flaskg = rps / the peer's rps on the")
     lines.append("#   matching peer endpoint (list, deep, q, code -> list page; item -> item; 304 -> list 304)")
     if peers:
@@ -361,7 +411,7 @@ def report(args, results, imports, peers, header):
             for ep, f in eps.items():
                 lines.append("%-24s %-6s %9.0f %8.2f %9.2f" % (peer, ep, f["rps"], f["p50"], f["p99"]))
     # p50 at the largest size vs 100 rows (target: within 2x).
-    by = {(r["size"], r["endpoint"]): r for r in results if "error" not in r}
+    by = {(r["size"], r["endpoint"]): r for r in results if "error" not in r and r["app"] == "flask"}
     sizes = sorted({r["size"] for r in results})
     if len(sizes) > 1:
         small, large = sizes[0], sizes[-1]
@@ -393,8 +443,8 @@ def report(args, results, imports, peers, header):
 
 
 def targets(results, imports, peers):
-    """The issue's targets, each with its measured figure and met / NOT met."""
-    by = {(r["size"], r["endpoint"]): r for r in results if "error" not in r}
+    """The issue's targets, each with its measured figure and met / NOT met (the service, not the ceiling)."""
+    by = {(r["size"], r["endpoint"]): r for r in results if "error" not in r and r["app"] == "flask"}
     sizes = sorted({r["size"] for r in results})
     out = ["", "targets (issue 5):"]
 
@@ -468,10 +518,19 @@ def main(argv=None):
     parser.add_argument("--production-limits", action="store_true",
                         help="keep the service's default rate limits (they cap the load at ~500 rps per user)")
     parser.add_argument("--keep-db", action="store_true", help="leave the bench database behind")
+    parser.add_argument("--server", choices=SERVERS, default=os.environ.get("BENCH_SERVER", DEFAULT_SERVER),
+                        help="granian: starter-api/serve.py, as the Docker image runs it (default); "
+                             "gunicorn: the former production server (bench/gunicorn.conf.py)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="run gunicorn with this setting (e.g. GUNICORN_WORKER_CLASS=sync) "
-                             "instead of the image's; repeatable, for choosing the worker model")
+                        help="run the server with this setting instead of the image's, e.g. WEB_CONCURRENCY=3, "
+                             "SERVER_THREADS=8, SERVER_ACCESS_LOG=off (granian) or GUNICORN_WORKER_CLASS=sync "
+                             "(gunicorn); repeatable")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="after the service, replay its answers from a trivial WSGI callable under the "
+                             "same server and settings (bench/ceiling_app.py): the server's own limit")
     args = parser.parse_args(argv)
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C: the server this script started is stopped, the database dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [int(s) for s in args.sizes.split(",") if s]
     host, _, port = args.pg.partition(":")
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -486,12 +545,13 @@ def main(argv=None):
 
     ensure_venv(args.venv)
     python = str(args.venv / "bin" / "python")
-    gunicorn = str(args.venv / "bin" / "gunicorn")
     pg = Postgres(host, int(port or 5432), args.pg_user, args.dbname)
     password = secrets.token_urlsafe(12)
     auth_plain = f"bench:{password}"
     auth_b64 = base64.b64encode(auth_plain.encode()).decode()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "GUNICORN_", "WEB_CONCURRENCY"))}
+    # The server's settings come from the image's defaults, not from this shell (unless --server-env).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FLASK_", "GUNICORN_", "GRANIAN_", "SERVER_", "WEB_CONCURRENCY", "PORT"))}
     env.update(FLASK_CONFIG="production", SECRET_KEY=secrets.token_urlsafe(32), DATABASE_URL=pg.url,
                PYTHONDONTWRITEBYTECODE="1")
     env.pop("LOG_DIR", None)
@@ -499,7 +559,7 @@ def main(argv=None):
     if not args.production_limits:
         # The limiter stays on (its cost is measured) with budgets the load cannot reach.
         env.update(RATELIMIT_PER_USER="1000000 per second", RATELIMIT_PER_ADDRESS="1000000 per second")
-    service = Service(python, gunicorn, env, args.port, args.workdir)
+    service = Service(python, args.server, env, args.port, args.workdir)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rev = run(["git", "-C", REPO, "log", "-1", "--format=%h %s"], timeout=10, check=False).stdout.strip()
@@ -507,8 +567,8 @@ def main(argv=None):
                 check=False).stdout.strip()
     header = (f"# starter-api bench {stamp}: {os.cpu_count()} cores, loadavg {open('/proc/loadavg').read().split()[0]},"
               f" commit {rev}{' + uncommitted changes' if dirty else ''}\n"
-              f"# gunicorn -c starter-api/gunicorn.conf.py wsgi:app (FLASK_CONFIG=production"
-              f"{''.join(' ' + item for item in args.server_env)}), PostgreSQL"
+              f"# {service.describe()}, FLASK_CONFIG=production"
+              f"{''.join(' ' + item for item in args.server_env)}; PostgreSQL"
               f" {args.pg}/{args.dbname}; wrk via {args.peers}/load.sh: {os.environ.get('WRK_THREADS', '2')}"
               f" threads, {os.environ.get('WRK_CONNS', '32')} conns, {args.duration}; q={WORD_QUERY!r},"
               f" code=0 (100 rows) / 0SR (ICD-10-PCS-like sets)\n"

@@ -8,8 +8,9 @@
 
 Without ``--url`` it starts its own service: a fresh database ``starter_load_<random>`` on the
 PostgreSQL server at ``--pg`` (127.0.0.1:5432), ``manage.py createdb``, ``adduser --admin``,
-reader users, ``loaddata``, then gunicorn with ``starter-api/gunicorn.conf.py`` on a free port
-(production profile). At the end gunicorn is stopped by its PID and the database dropped.
+reader users, ``loaddata``, then the production server as the Docker image runs it (``python
+serve.py``: granian; ``--server gunicorn``: the former server, ``bench/gunicorn.conf.py``) on a free
+port (production profile). At the end the server is stopped by its PID and the database dropped.
 
 The workload (weights with ``--mix``): item reads and list pages, a share of them revalidated
 with ``If-None-Match`` from the client's ETag cache (304), searches (``q``, ``code``, ``sort``,
@@ -57,7 +58,7 @@ def free_port():
 
 
 class OwnServer:
-    """A fresh database on the shared PostgreSQL and a gunicorn in front of it (by PID)."""
+    """A fresh database on the shared PostgreSQL and the server in front of it (by PID)."""
 
     def __init__(self, args):
         self.args = args
@@ -67,19 +68,22 @@ class OwnServer:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.tmp = Path(tempfile.mkdtemp(prefix="starter-load-"))
-        self.log_path = self.tmp / "gunicorn.log"
+        self.log_path = self.tmp / f"{args.server}.log"
         self.process = None
         self.admin = ("load-admin", secrets.token_urlsafe(12))
         self.readers = [(f"load-reader{i}", secrets.token_urlsafe(12)) for i in range(args.readers)]
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("SERVER_", "GRANIAN_", "GUNICORN_", "WEB_CONCURRENCY"))},
             "FLASK_CONFIG": "production",
             "SECRET_KEY": secrets.token_urlsafe(32),
             "DATABASE_URL": self.url,
-            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "PORT": str(self.port),
+            "SERVER_HOST": "127.0.0.1",  # granian (serve.py)
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",  # gunicorn
+            "GUNICORN_CONTROL_SOCKET": str(self.tmp / "gunicorn.ctl"),
             "LOG_DIR": "",
             "LOG_LEVEL": "WARNING",
-            "GUNICORN_CONTROL_SOCKET": str(self.tmp / "gunicorn.ctl"),
         }
         for item in args.env:
             key, _, value = item.partition("=")
@@ -117,14 +121,17 @@ class OwnServer:
             self._manage("adduser", reader, password)
         self._manage("loaddata")
         app_dir = Path(self.args.app_dir)
-        command = [sys.executable, "-m", "gunicorn", "-c", str(app_dir / "gunicorn.conf.py"), "wsgi:app"]
+        if self.args.server == "granian":
+            command = [sys.executable, str(app_dir / "serve.py")]  # the image's CMD
+        else:
+            command = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "bench" / "gunicorn.conf.py"), "wsgi:app"]
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(command, cwd=app_dir, env=self.env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited {self.process.returncode}: see {self.log_path}")
+                raise RuntimeError(f"{self.args.server} exited {self.process.returncode}: see {self.log_path}")
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 connection.request("GET", "/readyz")
@@ -134,8 +141,8 @@ class OwnServer:
                 pass
             time.sleep(0.2)
         else:
-            raise RuntimeError(f"gunicorn not ready after 30 s: see {self.log_path}")
-        print(f"server: gunicorn PID {self.process.pid} on {self.base}, database {self.dbname}"
+            raise RuntimeError(f"{self.args.server} not ready after 30 s: see {self.log_path}")
+        print(f"server: {self.args.server} PID {self.process.pid} on {self.base}, database {self.dbname}"
               f" (ready in {time.monotonic() - t0:.1f}s), log {self.log_path}")
 
     def stop(self):
@@ -144,7 +151,7 @@ class OwnServer:
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)  # the group this gunicorn leads
+                os.killpg(self.process.pid, signal.SIGKILL)  # the group this server leads
                 self.process.wait(timeout=10)
         if self.process is not None:
             self._log.close()
@@ -153,9 +160,11 @@ class OwnServer:
         except Exception as exc:  # noqa: BLE001 - report, never mask the figures
             print(f"warning: could not drop {self.dbname}: {exc}")
 
-    def worker_timeouts(self):
+    def worker_failures(self):
+        """Workers killed or died: gunicorn's WORKER TIMEOUT, granian's unexpected worker exit."""
         try:
-            return self.log_path.read_text(errors="replace").count("WORKER TIMEOUT")
+            log = self.log_path.read_text(errors="replace")
+            return log.count("WORKER TIMEOUT") + log.count("Unexpected exit from worker")
         except OSError:
             return 0
 
@@ -424,7 +433,7 @@ def report(stats, elapsed, args, server):
         lines.append(f"{op:<14}{len(values):>9}{percentile(values, 50) * 1e3:>9.1f}"
                      f"{percentile(values, 99) * 1e3:>9.1f}  {statuses}")
     if server is not None:
-        lines.append(f"gunicorn WORKER TIMEOUTs: {server.worker_timeouts()}")
+        lines.append(f"{server.args.server} workers timed out or died: {server.worker_failures()}")
     for op, status, body in stats.samples_5xx:
         lines.append(f"5xx sample: {op} {status} {body!r}")
     ok = n5xx == 0 and conn == 0
@@ -461,6 +470,9 @@ def main(argv=None):
     parser.add_argument("--pg", default="127.0.0.1:5432", help="PostgreSQL host:port for the own server")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the own server (repeat)")
     parser.add_argument("--app-dir", default=str(APP_DIR), help="the starter-api folder to serve")
+    parser.add_argument("--server", choices=("granian", "gunicorn"), default="granian",
+                        help="granian: python serve.py, as the image (default); gunicorn: bench/gunicorn.conf.py"
+                             " (needs gunicorn in this venv: pip install -r bench/requirements.txt)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="also write the summary figures to this file")
     args = parser.parse_args(argv)
