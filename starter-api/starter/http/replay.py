@@ -100,8 +100,8 @@ class ReadCache:
         if entry is None or entry.version != versions.codes:
             return None
         if conditional and parse_etags(environ["HTTP_IF_NONE_MATCH"]).contains_weak(entry.etag):
-            entry = self._get((key, True))
-            if entry is None or entry.version != versions.codes:
+            full, entry = entry, self._get((key, True))
+            if entry is None or (entry.version, entry.etag) != (full.version, full.etag):
                 return None
         principal = remembered_principal(
             environ["HTTP_AUTHORIZATION"], versions.users, self.config
