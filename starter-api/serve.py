@@ -9,9 +9,14 @@ the service through this file):
 
   PORT (5000), SERVER_HOST (0.0.0.0)   where it listens
   WEB_CONCURRENCY (2)                  worker processes
-  SERVER_THREADS (4)                   threads per worker that run the app (granian's blocking threads)
-  SERVER_BACKPRESSURE (32)             requests a worker takes on at once; more wait in the listen queue
-  SERVER_ACCESS_LOG (on)               one line per request on stdout (on/off)
+  SERVER_THREADS (2)                   threads per worker that run the app (granian's blocking threads): a
+                                       second one keeps a worker answering while a request waits on the
+                                       database; more only add GIL contention (4 threads: -20 % on a mixed load)
+  SERVER_BACKPRESSURE (1024/workers)   connections a worker serves at once; more wait unanswered. granian
+                                       counts open keep-alive connections, not requests in flight: keep it
+                                       above the connections a proxy or the clients hold open
+  SERVER_ACCESS_LOG (off)              one line per request on stdout (on/off); costs ~35 % of the
+                                       throughput of a cached read (bench/README.md)
   SERVER_LOG_LEVEL (info)              granian's own log (the app's log: LOG_LEVEL)
   SERVER_HEADER_TIMEOUT (10)           seconds a client has to send a request's headers (also the idle
                                        keep-alive limit between two requests)
@@ -22,8 +27,9 @@ the service through this file):
                                        no forwarded header.
 
 A worker that dies is started again. granian has no per-request timeout: a request's time is bounded
-by the app's DB_CONNECT_TIMEOUT and DB_STATEMENT_TIMEOUT. Chosen by measurement on 2 cores: see
-bench/README.md ("The server").
+by the app's DB_CONNECT_TIMEOUT and DB_STATEMENT_TIMEOUT. WEB_CONCURRENCY, SERVER_THREADS,
+SERVER_BACKPRESSURE and SERVER_ACCESS_LOG were chosen by measurement on 2 cores: bench/README.md,
+"The server".
 """
 
 import copy
@@ -38,8 +44,9 @@ DEFAULT_APP = "wsgi:app"
 # The largest request head (request line and headers) granian reads: a larger one is answered 431
 # (granian's default, ~400 KiB, let a 20 KB Authorization header through to the app).
 MAX_HEAD_BYTES = 16384
+BACKLOG = 1024  # the listen queue (granian's default)
 ACCESS_LOG_FORMAT = '%(addr)s - "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms qs="%(query_string)s"'
-TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 class AccessFormatter(logging.Formatter):
@@ -75,12 +82,12 @@ def _int(name, default, minimum=1):
 
 
 def _bool(name, default):
-    raw = os.environ.get(name)
-    if raw is None:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
         return default
-    if raw.strip().lower() in TRUE:
+    if raw in TRUE:
         return True
-    if raw.strip().lower() in FALSE:
+    if raw in FALSE:
         return False
     raise SystemExit(f"serve.py: {name}={raw!r} is not on/off")
 
@@ -91,9 +98,9 @@ def settings():
         "host": os.environ.get("SERVER_HOST", "").strip() or "0.0.0.0",
         "port": _int("PORT", 5000),
         "workers": _int("WEB_CONCURRENCY", 2),
-        "threads": _int("SERVER_THREADS", 4),
-        "backpressure": _int("SERVER_BACKPRESSURE", 32),
-        "access_log": _bool("SERVER_ACCESS_LOG", True),
+        "threads": _int("SERVER_THREADS", 2),
+        "backpressure": _int("SERVER_BACKPRESSURE", BACKLOG // _int("WEB_CONCURRENCY", 2)),
+        "access_log": _bool("SERVER_ACCESS_LOG", False),
         "log_level": os.environ.get("SERVER_LOG_LEVEL", "").strip().lower() or "info",
         "header_timeout": _int("SERVER_HEADER_TIMEOUT", 10),
         "graceful_timeout": _int("SERVER_GRACEFUL_TIMEOUT", 20),
@@ -117,6 +124,7 @@ def build(target=DEFAULT_APP, conf=None):
         websockets=False,
         workers=conf["workers"],
         blocking_threads=conf["threads"],
+        backlog=BACKLOG,
         backpressure=conf["backpressure"],
         http1_settings=HTTP1Settings(
             header_read_timeout=conf["header_timeout"] * 1000, keep_alive=True, max_buffer_size=MAX_HEAD_BYTES
