@@ -244,6 +244,16 @@ ok "X-RateLimit-Limit: $(header_of limited X-RateLimit-Limit); the limits live i
 ok "starter-api logs to the host folder: $(wc -l <"$STACK_LOG_DIR/starter-api.log") lines in starter-api.log"
 
 phase "down + up (data survives)"
+# The server (python serve.py: granian, master and workers) runs as the image's user, and docker stop's
+# SIGTERM reaches it through tini: it drains and exits 0 (137 would mean killed at the end of the grace period).
+server_uids=$(docker container top starter-api -eo pid,uid,args | awk '/serve\.py/ {print $2}' | sort -u | tr '\n' ' ')
+[ "$server_uids" = "10001 " ] || die "python serve.py runs as uid(s) '${server_uids}', expected 10001 (user app) only"
+t0=$SECONDS
+compose stop --timeout 20 starter-api
+code=$(docker container inspect -f '{{.State.ExitCode}}' starter-api)
+[ "$code" = 0 ] || die "starter-api exited $code on docker stop, expected 0 (a graceful shutdown)"
+docker logs starter-api 2>&1 | grep -q 'Granian shutdown completed' || die "no graceful shutdown in starter-api's log"
+ok "python serve.py runs as uid 10001; docker stop: graceful shutdown, exit 0 after $((SECONDS - t0)) s"
 compose down --timeout 20
 for c in "${CONTAINERS[@]}"; do
 	! docker container inspect "$c" >/dev/null 2>&1 || die "container $c still exists after down"
