@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent
@@ -57,6 +58,23 @@ class AccessFormatter(logging.Formatter):
 
     def format(self, record):
         return self._control.sub(lambda m: f"\\x{ord(m.group()):02x}", super().format(record))
+
+
+class _WakingEvent(threading.Event):
+    """The master's main-loop event, its untimed wait woken twice a second.
+
+    granian's master waits on a threading.Event for SIGTERM/SIGINT to set it. When the kernel delivers
+    the signal to one of the master's other threads (each watches a worker), CPython only runs the
+    Python handler once the main thread runs again, and an untimed wait never returns: docker stop's
+    SIGTERM was then lost (seen here, and reproduced with tgkill to a watcher thread).
+    """
+
+    def wait(self, timeout=None):
+        if timeout is not None:
+            return super().wait(timeout)
+        while not super().wait(0.5):
+            pass
+        return True
 
 
 def log_config():
@@ -149,7 +167,9 @@ def main(argv):
         print(" ".join(f"{k}={v}" for k, v in {"app": target, **conf}.items()))
         return
     os.chdir(APP_DIR)  # as the image's WORKDIR: the app finds instance/ and data/ from here
-    build(target, conf).serve()
+    server = build(target, conf)
+    server.main_loop_interrupt = _WakingEvent()
+    server.serve()
 
 
 if __name__ == "__main__":
