@@ -167,3 +167,26 @@ def test_unwritable_log_folder_falls_back_to_stderr(make_app, tmp_path, caplog):
         app = make_app(LOG_DIR=str(blocker / "logs"))
     assert "logging to stderr only" in caplog.text
     assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_the_process_environment_does_not_reach_requests():
+    from werkzeug.test import EnvironBuilder
+
+    from starter.http.environ import without_process_environment
+
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        start_response("204 No Content", [])
+        return []
+
+    process = {"SECRET_KEY": "s3cret", "HTTP_PROXY": "http://evil", "SERVER_NAME": "ignored", "HOME": "/app"}
+    environ = EnvironBuilder(path="/x", headers={"X-Real": "1"}).get_environ()
+    server_name = environ["SERVER_NAME"]
+    environ = {**process, **environ}  # as granian builds it: the process's, then the request's
+    without_process_environment(app, process)(environ, lambda *a: None)
+    assert "SECRET_KEY" not in seen and "HOME" not in seen
+    assert "HTTP_PROXY" not in seen  # no request header of that name was sent
+    assert seen["HTTP_X_REAL"] == "1" and seen["SERVER_NAME"] == server_name
+    assert seen["PATH_INFO"] == "/x"

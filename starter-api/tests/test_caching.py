@@ -101,7 +101,7 @@ def test_psql_import_changes_the_list_tag(make_app, postgres_url, auth, psql):
 
 
 def test_a_write_in_one_worker_is_seen_by_another(make_app, app, auth):
-    """Two apps stand for two gunicorn workers with their own caches, on one database."""
+    """Two apps stand for two server workers with their own caches, on one database."""
     worker_a, worker_b = app.test_client(), make_app().test_client()
     tag_a = worker_a.get(LIST, headers=auth.basic()).headers["ETag"]
     tag_b = worker_b.get(LIST, headers=auth.basic()).headers["ETag"]
