@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -59,11 +60,17 @@ class VerifiedCredentials:
 
     Basic auth remembers (username, password) after the hash check; tokens
     remember (user id, password stamp) after the user lookup.
+
+    Credentials in use are verified again before they expire: past half their
+    time, one request through the app (``lookup(claim=True)``) re-checks them
+    while the others keep being answered from the entry. Otherwise every worker
+    would stall on the same password hash each time a busy client's entry ran out.
     """
 
     def __init__(self, maxsize=4096):
         self._maxsize = maxsize
         self._entries = None
+        self._ttl = None
         self._key = secrets.token_bytes(32)  # per process: digests are useless elsewhere
         self._lock = threading.Lock()
 
@@ -73,36 +80,57 @@ class VerifiedCredentials:
 
     def _cache(self):
         if self._entries is None:
-            self._entries = TTLCache(self._maxsize, current_app.config["AUTH_CACHE_SECONDS"])
+            self._ttl = current_app.config["AUTH_CACHE_SECONDS"]
+            self._entries = TTLCache(self._maxsize, self._ttl, timer=time.monotonic)
         return self._entries
 
     def lookup(self, *parts):
-        """Return the principal these credentials proved recently, if still valid, else None."""
+        """Return the principal these credentials proved recently, if still valid, else None.
+
+        None also when the entry is due to be verified again and this caller is the
+        one to do it.
+        """
         if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
             return None
-        return self.lookup_at(DataVersion.current().users, *parts)
+        return self.lookup_at(DataVersion.current().users, *parts, claim=True)
 
-    def lookup_at(self, users_version, *parts):
-        """``lookup`` for a caller that knows the users' version (and may run outside Flask)."""
+    def lookup_at(self, users_version, *parts, claim=False):
+        """``lookup`` for a caller that knows the users' version (and may run outside Flask).
+
+        Without ``claim`` (the read cache), an entry due to be verified again that no
+        request is re-checking yet gives None, which sends the request to the app.
+        """
         with self._lock:
-            entry = self._entries.get(self._digest(parts)) if self._entries is not None else None
-        if entry is None:
-            return None
-        principal, verified_at = entry
-        return principal if verified_at == users_version else None
+            if self._entries is None:
+                return None
+            entry = self._entries.get(self._digest(parts))
+            if entry is None or entry.users_version != users_version:
+                return None
+            if not entry.refreshing and time.monotonic() - entry.verified_at > self._ttl / 2:
+                entry.refreshing = claim
+                return None
+            return entry.principal
 
     def remember(self, principal, *parts):
         if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
             return
         # The version was read before the credentials were checked, so a change made
         # meanwhile makes this entry stale at once rather than missed.
-        entry = (principal, DataVersion.current().users)
+        entry = _Verified(principal, DataVersion.current().users, time.monotonic())
         with self._lock:
             self._cache()[self._digest(parts)] = entry
 
     def clear(self):
         with self._lock:
             self._entries = None
+
+
+@dataclass
+class _Verified:
+    principal: Principal
+    users_version: str
+    verified_at: float
+    refreshing: bool = False
 
 
 verified = VerifiedCredentials()

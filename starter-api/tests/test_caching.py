@@ -2,6 +2,8 @@
 
 import subprocess
 
+import time
+
 import pytest
 from sqlalchemy import text
 
@@ -157,6 +159,23 @@ def test_remembered_credentials_die_with_the_user(app, client, auth, change):
             user.username = "alicia"
         db.session.commit()
     assert client.get(LIST + "039", headers=auth.basic()).status_code == 401
+
+
+def test_credentials_in_use_are_verified_again_before_they_expire(make_seeded_app, auth, monkeypatch):
+    app = make_seeded_app(AUTH_CACHE_SECONDS=1)
+    client = app.test_client()
+    checked_at = []
+    real = User.verify_password
+    monkeypatch.setattr(
+        User, "verify_password", lambda self, pw: checked_at.append(time.monotonic()) or real(self, pw)
+    )
+    started = time.monotonic()
+    while time.monotonic() - started < 1.6:
+        assert client.get(LIST + "039", headers=auth.basic()).status_code == 200
+        time.sleep(0.02)
+    # Re-checked by one request once past half its second, not after it ran out; never per request.
+    assert 2 <= len(checked_at) <= 5
+    assert 0.5 <= checked_at[1] - checked_at[0] < 0.9
 
 
 def test_credential_cache_can_be_turned_off(make_app, app, auth, monkeypatch):

@@ -364,3 +364,25 @@ def test_createdb_under_a_running_service_is_noticed_at_once(cached_app, auth):
     assert cached_app.test_cli_runner().invoke(args=["createdb"]).exit_code == 0
     # The users are gone with the codes: no replay may let the old credentials in.
     wait_until(lambda: client.get(LIST, headers=auth.basic()).status_code == 401, timeout=1.0)
+
+
+def test_replayed_credentials_are_verified_again_before_they_expire(make_cached_app, auth, monkeypatch):
+    from starter.models import User
+
+    app = make_cached_app(AUTH_CACHE_SECONDS=1)
+    client = app.test_client()
+    checked_at = []
+    real = User.verify_password
+    monkeypatch.setattr(
+        User, "verify_password", lambda self, pw: checked_at.append(time.monotonic()) or real(self, pw)
+    )
+    client.get(ITEM, headers=auth.basic())
+    watching(app)
+    started, requests = time.monotonic(), 0
+    while time.monotonic() - started < 1.6:
+        assert client.get(ITEM, headers=auth.basic()).status_code == 200
+        requests += 1
+        time.sleep(0.01)
+    # One request went to the app to re-check them past half their second; the rest were replays.
+    assert 0.5 <= checked_at[1] - checked_at[0] < 0.9
+    assert cache_of(app).hits >= requests - len(checked_at) - 1
