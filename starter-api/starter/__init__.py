@@ -8,6 +8,7 @@ from flask import Flask
 
 from . import cli, config, db, limits, logconfig
 from .http import errors, headers, replay
+from .http.environ import without_process_environment
 
 SECRET_KEY_FILE = "secret-key"
 
@@ -40,6 +41,8 @@ def create_app(test_config=None):
     cli.init_app(app)
     _register_blueprints(app)
     _enable_cors(app)
+    # Under the read cache: a replay never hands the environ to any code.
+    app.wsgi_app = without_process_environment(app.wsgi_app)
     replay.init_app(app)
     _trust_forwarded_headers(app)
     app.logger.info(

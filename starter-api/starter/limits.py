@@ -117,11 +117,10 @@ class Admission:
             if not strategy.test(failed_logins, FAILED_LOGIN_SCOPE, address):
                 return None
             for item, keys in (per_address, per_user):
-                if not strategy.test(item, *keys):
-                    return None
-            for item, keys in (per_address, per_user):
                 if not strategy.hit(item, *keys):
-                    return None  # lost a race for the last unit: Flask answers (429)
+                    # Flask counts it again and answers 429: a refused request may count
+                    # twice, which only ever errs on the strict side.
+                    return None
             if not config.get("RATELIMIT_HEADERS_ENABLED"):
                 return []
             reset_time, remaining = strategy.get_window_stats(per_address[0], *per_address[1])

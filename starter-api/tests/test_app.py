@@ -190,3 +190,20 @@ def test_the_process_environment_does_not_reach_requests():
     assert "HTTP_PROXY" not in seen  # no request header of that name was sent
     assert seen["HTTP_X_REAL"] == "1" and seen["SERVER_NAME"] == server_name
     assert seen["PATH_INFO"] == "/x"
+
+
+def test_the_app_never_sees_the_process_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("STARTER_CANARY", "do-not-leak")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.sqlite"})
+    seen = {}
+
+    @app.get("/environ-probe")
+    def probe():
+        from flask import request
+
+        seen.update(request.environ)
+        return "", 204
+
+    # As granian builds an environ: the process's variables first, then the request's.
+    app.test_client().get("/environ-probe", environ_base={"STARTER_CANARY": "do-not-leak"})
+    assert seen and "STARTER_CANARY" not in seen

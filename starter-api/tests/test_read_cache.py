@@ -95,10 +95,11 @@ def test_a_repeated_read_is_replayed_with_the_answer_flask_gave(cached_app, auth
     assert int(again.headers["X-RateLimit-Remaining"]) == int(first.headers["X-RateLimit-Remaining"]) - 1
 
 
-def test_a_revalidation_is_replayed_as_flask_answered_it(cached_app, auth):
+@pytest.mark.parametrize("form", ["{}", "W/{}", '"other", {}', "*"])
+def test_a_revalidation_is_replayed_as_flask_answered_it(cached_app, auth, form):
     client = cached_app.test_client()
     tag = client.get(LIST, headers=auth.basic()).headers["ETag"]
-    conditional = {**auth.basic(), "If-None-Match": tag}
+    conditional = {**auth.basic(), "If-None-Match": form.format(tag)}
     first = client.get(LIST, headers=conditional)  # Flask's 304, kept
     watching(cached_app)
     hits = cache_of(cached_app).hits

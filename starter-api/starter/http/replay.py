@@ -52,6 +52,7 @@ class Replay:
     version: str
     endpoint: str
     etag: str  # unquoted
+    etag_header: str  # as sent: what a revalidating client sends back, mostly
     status: str
     headers: list
     body: bytes
@@ -99,7 +100,7 @@ class ReadCache:
         entry = self._get((key, False))
         if entry is None or entry.version != versions.codes:
             return None
-        if conditional and parse_etags(environ["HTTP_IF_NONE_MATCH"]).contains_weak(entry.etag):
+        if conditional and _matches(environ["HTTP_IF_NONE_MATCH"], entry):
             full, entry = entry, self._get((key, True))
             if entry is None or (entry.version, entry.etag) != (full.version, full.etag):
                 return None
@@ -135,7 +136,7 @@ class ReadCache:
         if etag is not None:
             version, endpoint = offered
             kept = [(name, value) for name, value in headers if name not in limits.HEADERS]
-            entry = Replay(version, endpoint, unquote_etag(etag)[0], status, kept, body)
+            entry = Replay(version, endpoint, unquote_etag(etag)[0], etag, status, kept, body)
             self._put((key, status.startswith("304")), entry)
         return [body]
 
@@ -156,6 +157,11 @@ class ReadCache:
     def clear(self):
         with self._lock:
             self._entries.clear()
+
+
+def _matches(if_none_match, entry):
+    """Weak comparison (RFC 9110 §13.1.2), parsed only when not the tag byte for byte."""
+    return if_none_match == entry.etag_header or parse_etags(if_none_match).contains_weak(entry.etag)
 
 
 def _request_key(environ):
