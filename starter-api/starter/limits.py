@@ -47,8 +47,13 @@ per_user = limiter.shared_limit(
 )
 
 
+@lru_cache(maxsize=32)
+def _parsed(limit):
+    return parse(limit)
+
+
 def _failed_login_limit():
-    return parse(current_app.config["RATELIMIT_FAILED_LOGINS"])
+    return _parsed(current_app.config["RATELIMIT_FAILED_LOGINS"])
 
 
 def refuse_after_failed_logins():
@@ -77,11 +82,6 @@ def record_failed_login():
             limiter.limiter.hit(_failed_login_limit(), FAILED_LOGIN_SCOPE, get_remote_address())
         except StorageError as exc:
             _storage_unavailable(exc)
-
-
-@lru_cache(maxsize=32)
-def _parsed(limit):
-    return parse(limit)
 
 
 class Admission:

@@ -204,13 +204,11 @@ class DataVersion(db.Model):
     def current(cls):
         """Return this request's ``Versions``, read once, in one primary-key lookup."""
         if "data_versions" not in g:
-            row = db.session.execute(cls.query_current()).one()
+            row = db.session.execute(
+                select(cls.epoch, cls.version, cls.users_version).filter_by(id=1)
+            ).one()
             g.data_versions = Versions.of(*row)
         return g.data_versions
-
-    @classmethod
-    def query_current(cls):
-        return select(cls.epoch, cls.version, cls.users_version).filter_by(id=1)
 
 
 @dataclass(frozen=True)
