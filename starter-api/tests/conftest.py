@@ -8,6 +8,7 @@ the end. Without a server they skip locally but fail in CI (``CI=true``).
 import base64
 import os
 import shutil
+import time
 import uuid
 
 import pytest
@@ -222,6 +223,20 @@ def sql_log(app):
             event.remove(engine, "before_cursor_execute", record)
 
     return recording
+
+
+@pytest.fixture
+def password_checks(monkeypatch):
+    """The times a password hash is checked (``User.verify_password``; the real check still runs)."""
+    checked_at = []
+    real = User.verify_password
+
+    def recording(self, password):
+        checked_at.append(time.monotonic())
+        return real(self, password)
+
+    monkeypatch.setattr(User, "verify_password", recording)
+    return checked_at
 
 
 @pytest.fixture

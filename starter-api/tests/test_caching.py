@@ -135,10 +135,8 @@ def test_repeated_pages_are_rendered_once(app, client, auth, monkeypatch):
     assert len(calls) == 1
 
 
-def test_basic_auth_hashes_once_then_remembers(app, client, auth, monkeypatch):
-    calls = []
-    real = User.verify_password
-    monkeypatch.setattr(User, "verify_password", lambda self, pw: calls.append(pw) or real(self, pw))
+def test_basic_auth_hashes_once_then_remembers(app, client, auth, password_checks):
+    calls = password_checks
     for _ in range(5):
         assert client.get(LIST + "039", headers=auth.basic()).status_code == 200
     assert len(calls) == 1
@@ -161,14 +159,10 @@ def test_remembered_credentials_die_with_the_user(app, client, auth, change):
     assert client.get(LIST + "039", headers=auth.basic()).status_code == 401
 
 
-def test_credentials_in_use_are_verified_again_before_they_expire(make_seeded_app, auth, monkeypatch):
+def test_credentials_in_use_are_verified_again_before_they_expire(make_seeded_app, auth, password_checks):
     app = make_seeded_app(AUTH_CACHE_SECONDS=1)
     client = app.test_client()
-    checked_at = []
-    real = User.verify_password
-    monkeypatch.setattr(
-        User, "verify_password", lambda self, pw: checked_at.append(time.monotonic()) or real(self, pw)
-    )
+    checked_at = password_checks
     started = time.monotonic()
     while time.monotonic() - started < 1.6:
         assert client.get(LIST + "039", headers=auth.basic()).status_code == 200
@@ -178,11 +172,9 @@ def test_credentials_in_use_are_verified_again_before_they_expire(make_seeded_ap
     assert 0.5 <= checked_at[1] - checked_at[0] < 0.9
 
 
-def test_credential_cache_can_be_turned_off(make_app, app, auth, monkeypatch):
+def test_credential_cache_can_be_turned_off(make_app, app, auth, password_checks):
     uncached = make_app(AUTH_CACHE_SECONDS=0)
-    calls = []
-    real = User.verify_password
-    monkeypatch.setattr(User, "verify_password", lambda self, pw: calls.append(pw) or real(self, pw))
+    calls = password_checks
     client = uncached.test_client()
     for _ in range(3):
         client.get(LIST + "039", headers=auth.basic())

@@ -367,16 +367,10 @@ def test_createdb_under_a_running_service_is_noticed_at_once(cached_app, auth):
     wait_until(lambda: client.get(LIST, headers=auth.basic()).status_code == 401, timeout=1.0)
 
 
-def test_replayed_credentials_are_verified_again_before_they_expire(make_cached_app, auth, monkeypatch):
-    from starter.models import User
-
+def test_replayed_credentials_are_verified_again_before_they_expire(make_cached_app, auth, password_checks):
     app = make_cached_app(AUTH_CACHE_SECONDS=1)
     client = app.test_client()
-    checked_at = []
-    real = User.verify_password
-    monkeypatch.setattr(
-        User, "verify_password", lambda self, pw: checked_at.append(time.monotonic()) or real(self, pw)
-    )
+    checked_at = password_checks
     client.get(ITEM, headers=auth.basic())
     watching(app)
     started, requests = time.monotonic(), 0
