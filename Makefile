@@ -1,7 +1,7 @@
 # Life cycle of the Docker Compose stack (docker-compose.yml), as in the seed:
 #   make env build up    then  make ps / make logs / make down / make destroy / make clean
-# On a machine that allows host networking only, add HOSTNET=1 (postgres on 55432, redis on 56379,
-# starter-api on 55000).
+# On a machine that allows host networking only, add HOSTNET=1 (postgres on 25432, redis on 26379,
+# starter-api on 25000).
 # The stack test: make stack-test (root; see README.md, "The stack test").
 
 COMPOSE_FILES := -f docker-compose.yml $(if $(HOSTNET),-f docker-compose.hostnet.yml)

@@ -8,8 +8,8 @@
 # installs docker.io and starts dockerd if none runs (and stops it again, by PID, at the end), builds local
 # stand-ins for python:3.13-slim, postgres:17, redis:8 and busybox (kept between runs), lints every Dockerfile
 # with hadolint, checks the compose file, and runs the stack with docker-compose.hostnet.yml laid over
-# docker-compose.yml: postgres on 127.0.0.1:$STACK_PG_PORT (55432), redis on 127.0.0.1:$STACK_REDIS_PORT
-# (56379), starter-api on 127.0.0.1:$STACK_API_PORT (55000). Exits non-zero on the first failure, with the
+# docker-compose.yml: postgres on 127.0.0.1:$STACK_PG_PORT (25432), redis on 127.0.0.1:$STACK_REDIS_PORT
+# (26379), starter-api on 127.0.0.1:$STACK_API_PORT (25000). Exits non-zero on the first failure, with the
 # last lines of the containers' logs.
 # Engine, tool venv and logs: /var/cache/starter-stack, /var/log/starter-stack (see stack/lib.sh).
 set -euo pipefail
@@ -18,8 +18,10 @@ repo="$(cd "$here/.." && pwd)"
 # shellcheck source=stack/lib.sh
 . "$here/lib.sh"
 
-export STACK_PG_PORT="${STACK_PG_PORT:-55432}" STACK_API_PORT="${STACK_API_PORT:-55000}" \
-	STACK_REDIS_PORT="${STACK_REDIS_PORT:-56379}"
+# Below the kernel's ephemeral range (32768-60999 here): a port in it can be taken at any moment by
+# some process's outgoing connection (it was once, between the port check and postgres binding it).
+export STACK_PG_PORT="${STACK_PG_PORT:-25432}" STACK_API_PORT="${STACK_API_PORT:-25000}" \
+	STACK_REDIS_PORT="${STACK_REDIS_PORT:-26379}"
 API="http://127.0.0.1:$STACK_API_PORT"
 WAIT_SECS="${STACK_WAIT_SECS:-180}"
 CONTAINERS=(postgres_data postgres redis starter-api)
