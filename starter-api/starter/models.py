@@ -204,11 +204,14 @@ class DataVersion(db.Model):
     def current(cls):
         """Return this request's ``Versions``, read once, in one primary-key lookup."""
         if "data_versions" not in g:
-            row = db.session.execute(
-                select(cls.epoch, cls.version, cls.users_version).filter_by(id=1)
-            ).one()
+            row = db.session.execute(cls.select_current()).one()
             g.data_versions = Versions.of(*row)
         return g.data_versions
+
+    @classmethod
+    def select_current(cls):
+        """The one-row query of the versions (the request path and the version watch)."""
+        return select(cls.epoch, cls.version, cls.users_version).filter_by(id=1)
 
 
 @dataclass(frozen=True)

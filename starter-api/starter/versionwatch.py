@@ -16,12 +16,18 @@ import threading
 import time
 
 from sqlalchemy import create_engine
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import NullPool
 
-from .models import Versions
+from .models import DataVersion, Versions
 
 CHANNEL = "starter_data_version"
-READ_VERSIONS = "SELECT epoch, version, users_version FROM starter_data_version WHERE id = 1"
+# Run on the raw connection (it also LISTENs): the model's query, compiled once.
+READ_VERSIONS = str(
+    DataVersion.select_current().compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+)
 # libpq keepalives: a silently dropped connection is noticed in seconds, not hours.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2}
 APPLICATION_NAME = "starter-api version watch"  # how pg_stat_activity shows it
