@@ -381,3 +381,38 @@ def test_replayed_credentials_are_verified_again_before_they_expire(make_cached_
     # One request went to the app to re-check them past half their second; the rest were replays.
     assert 0.5 <= checked_at[1] - checked_at[0] < 0.9
     assert cache_of(app).hits >= requests - len(checked_at) - 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Basic !!!"},
+        {"Authorization": "Basic"},
+        {"Authorization": "Basic //46AA=="},  # not UTF-8, a NUL for a password
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer not.a.token"},
+        {"Authorization": "Digest username=alice"},
+        {"Authorization": "\x00\x01"},
+    ],
+)
+def test_hostile_credentials_at_a_cached_url_get_401_json(cached_app, auth, headers):
+    client = cached_app.test_client()
+    for _ in range(2):
+        client.get(LIST, headers=auth.basic())
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    response = client.get(LIST, headers=headers)
+    assert response.status_code == 401
+    assert response.json["status"] == 401
+    assert cache_of(cached_app).hits == hits
+
+
+@pytest.mark.parametrize("tag", ['"unterminated', "W/", ",,,", "\x00", '"' + "x" * 5000 + '"'])
+def test_hostile_if_none_match_at_a_cached_url_gets_the_page(cached_app, auth, tag):
+    client = cached_app.test_client()
+    for _ in range(2):
+        client.get(LIST, headers=auth.basic())
+    watching(cached_app)
+    response = client.get(LIST, headers={**auth.basic(), "If-None-Match": tag})
+    assert response.status_code == 200
+    assert response.json["meta"]["total"] == 100
