@@ -5,7 +5,6 @@ PostgreSQL tests use a database they create on the server at
 the end. Without a server they skip locally but fail in CI (``CI=true``).
 """
 
-import base64
 import os
 import shutil
 import time
@@ -16,10 +15,16 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from helpers import PASSWORD, READER, READER_PASSWORD, USERNAME, AuthActions, in_ci, load_starter_data
+
 from starter import create_app
 from starter.http import replay
-from starter.db import STARTER_SQL, db, recreate_tables, run_sql_script
+from starter.db import db, recreate_tables
 from starter.models import User
+
+
+# The fixtures of real servers (private PostgreSQL, serve.py, Redis) for the fault tests.
+pytest_plugins = ("servers",)
 
 
 def clear_process_caches():
@@ -39,16 +44,10 @@ def clear_process_caches():
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
-USERNAME, PASSWORD = "alice", "wonderland"  # an admin
-READER, READER_PASSWORD = "bob", "builder"  # reads only
-
-
-def _in_ci():
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _postgres_unavailable(reason):
-    if _in_ci():
+    if in_ci():
         pytest.fail(f"PostgreSQL is required in CI: {reason}")
     pytest.skip(f"PostgreSQL not reachable: {reason}")
 
@@ -58,7 +57,7 @@ def psql():
     """The psql client (the seed loads its data with it); required in CI."""
     path = shutil.which("psql")
     if path is None:
-        if _in_ci():
+        if in_ci():
             pytest.fail("psql is required in CI")
         pytest.skip("psql not installed")
     return path
@@ -166,16 +165,6 @@ def make_empty_app(make_app):
     return make
 
 
-def load_starter_data(users):
-    """In an app context: load the 100 starter codes and add ``(name, password, is_admin)`` users."""
-    run_sql_script(STARTER_SQL.read_text())
-    for username, password, is_admin in users:
-        user = User(username=username, is_admin=is_admin)
-        user.password = password
-        db.session.add(user)
-    db.session.commit()
-
-
 @pytest.fixture
 def make_seeded_app(make_empty_app):
     """Return a factory of apps with the 100 starter codes, the admin alice and the reader bob."""
@@ -247,28 +236,6 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
-
-
-class AuthActions:
-    """Credentials for requests: basic auth headers and tokens."""
-
-    def __init__(self, client):
-        self._client = client
-
-    def reader(self):
-        return self.basic(READER, READER_PASSWORD)
-
-    def basic(self, username=USERNAME, password=PASSWORD):
-        raw = f"{username}:{password}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-
-    def bearer(self, token):
-        return {"Authorization": f"Bearer {token}"}
-
-    def token(self, username=USERNAME, password=PASSWORD):
-        response = self._client.get("/auth/request-token", headers=self.basic(username, password))
-        assert response.status_code == 200, response.json
-        return response.json["token"]
 
 
 @pytest.fixture

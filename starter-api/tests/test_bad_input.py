@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 import pytest
+from helpers import assert_json_error
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import text
 
@@ -21,7 +22,6 @@ LIST = "/api/v1.0/pxcodes/"
 ITEM = "/api/v1.0/pxcodes/039"
 ADMIN, ADMIN_PASSWORD = "root-admin", "root-password"
 READER, READER_PASSWORD = "plain-reader", "reader-password"
-ERROR_KEYS = {"status", "error", "message"}
 
 
 # --- the table ---
@@ -218,21 +218,6 @@ def admin_user(app):
             db.session.add(user)
         db.session.commit()
     return ADMIN, ADMIN_PASSWORD
-
-
-def assert_json_error(response, status):
-    """The API's error contract: exact status, JSON, three keys, no traceback."""
-    text = response.get_data(as_text=True)
-    assert response.status_code == status, f"{response.status_code} {text[:500]}"
-    assert response.mimetype == "application/json", response.headers
-    body = response.get_json()
-    assert isinstance(body, dict) and set(body) == ERROR_KEYS, body
-    assert body["status"] == status
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["message"], str) and body["message"]
-    for leak in ("Traceback", 'File "', "sqlalchemy", "psycopg2", "<html"):
-        assert leak not in text, text[:500]
-    return body
 
 
 def send(client, auth, admin, case, etag):

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import load_starter_data
+from helpers import load_starter_data
 from sqlalchemy import text
 
 from starter import create_app

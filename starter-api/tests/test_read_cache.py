@@ -17,7 +17,7 @@ from starter.db import db
 from starter.http import replay
 from starter.versionwatch import APPLICATION_NAME
 
-from conftest import PASSWORD, READER, USERNAME, AuthActions
+from helpers import PASSWORD, READER, USERNAME, AuthActions
 
 LIST = "/api/v1.0/pxcodes/"
 ITEM = "/api/v1.0/pxcodes/039"
