@@ -7,7 +7,6 @@ Every failure is a one-line ``Error: ...`` and exit status 1, never a traceback.
 import functools
 import sys
 import time
-from pathlib import Path
 
 import click
 from flask import current_app
@@ -19,6 +18,7 @@ from . import db as database
 from .db import db
 from .importer import ImportFileError, load_rows, parse_file
 from .models import PxCode, User, ValidationError
+from .textfile import TextFileError, read_utf8
 
 
 def _database_command(command):
@@ -68,16 +68,9 @@ def create_user(username, password, is_admin=False):
 def load_sql_file(path):
     """Run a SQL file in one transaction; return how many codes it added."""
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        sql = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise click.ClickException(
-            f"{path}: line {line} is not UTF-8 (byte 0x{data[exc.start]:02x}; nothing was loaded)"
-        ) from None
+        sql = read_utf8(path)
+    except TextFileError as exc:
+        raise click.ClickException(f"{exc} (nothing was loaded)") from None
     before = _count_pxcodes()
     db.session.commit()  # end the read transaction before the script's own
     try:

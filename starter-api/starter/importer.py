@@ -30,14 +30,14 @@ import runs at close to ``psql \\copy`` speed. Other databases (SQLite) use
 import csv
 import io
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from .db import db
-from .models import PROCEDURE_MAX, PXCODE_MAX, PXCODE_PATTERN, PxCode, is_storable_text
+from .models import PROCEDURE_MAX, PXCODE_MAX, PXCODE_RULE, PxCode, is_pxcode, is_storable_text
+from .textfile import TextFileError, read_utf8
 
 # How many bad lines an error message names before "... and N more".
 MAX_REPORTED = 5
@@ -70,18 +70,13 @@ class ImportResult:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
-    rejected: int = 0
     replace: bool = False
-    notes: list = field(default_factory=list)
-
-    @property
-    def total(self):
-        return self.inserted + self.updated + self.unchanged
 
     def summary(self):
         line = (
             f"inserted {self.inserted}, updated {self.updated}, "
-            f"unchanged {self.unchanged}, rejected {self.rejected}"
+            # Any bad row rejects the whole file: an import that ran rejected none.
+            f"unchanged {self.unchanged}, rejected 0"
         )
         if self.replace:
             line += f", deleted {self.deleted}"
@@ -92,11 +87,8 @@ def validate_row(pxcode, procedure):
     """Return why ``(pxcode, procedure)`` is not a valid code (the API's rules), or None."""
     if not pxcode:
         return "pxcode is empty"
-    if len(pxcode) > PXCODE_MAX or not PXCODE_PATTERN.fullmatch(pxcode):
-        return (
-            f"pxcode {_short(pxcode)!r} is not 1 to {PXCODE_MAX} letters, digits, '.' or '-'"
-            " starting with a letter or digit"
-        )
+    if not is_pxcode(pxcode):
+        return f"pxcode {_short(pxcode)!r} is not {PXCODE_RULE}"
     if not procedure:
         return "procedure is empty"
     if not is_storable_text(procedure):
@@ -108,24 +100,6 @@ def validate_row(pxcode, procedure):
 
 def _short(value, limit=20):
     return value if len(value) <= limit else value[:limit] + "..."
-
-
-def read_text(path):
-    """Return the file's text (UTF-8, BOM dropped) or raise ``ImportFileError``."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ImportFileError(f"cannot read {path}: {reason}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ImportFileError(
-            f"{path}: line {line} is not UTF-8 (byte 0x{data[exc.start]:02x} at column"
-            f" {column}); save the file as UTF-8 (nothing was imported)"
-        ) from None
 
 
 def sniff_delimiter(path, text):
@@ -166,7 +140,7 @@ def _records(text, delimiter):
 
 def _is_header(cells):
     first = cells[0].strip()
-    if len(first) > PXCODE_MAX or not PXCODE_PATTERN.fullmatch(first):
+    if not is_pxcode(first):
         return True
     second = cells[1].strip().lower() if len(cells) > 1 else ""
     return first.lower() in HEADER_CODE_NAMES and second in HEADER_TITLE_NAMES
@@ -208,7 +182,10 @@ def parse_text(text, delimiter):
 
 def parse_file(path):
     """Read and validate ``path``; return a ``ParsedFile`` or raise ``ImportFileError``."""
-    content = read_text(path)
+    try:
+        content = read_utf8(path)
+    except TextFileError as exc:
+        raise ImportFileError(f"{exc} (nothing was imported)") from None
     delimiter = sniff_delimiter(path, content)
     try:
         rows, header, errors = parse_text(content, delimiter)

@@ -19,9 +19,15 @@ PROCEDURE_MAX = 255
 # Letters, digits, '.' and '-': covers DRG, ICD-10-PCS and ICD-10-CM codes and
 # keeps every code safe as a single URL path segment.
 PXCODE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]*")
+PXCODE_RULE = f"1 to {PXCODE_MAX} letters, digits, '.' or '-', starting with a letter or digit"
 USERNAME_MAX = 64
 # C0/C1 control characters (NUL among them) and lone surrogates: text no database stores.
 UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def is_pxcode(text):
+    """Return True if ``text`` can be a code (``PXCODE_RULE``)."""
+    return len(text) <= PXCODE_MAX and PXCODE_PATTERN.fullmatch(text) is not None
 
 
 def is_storable_text(text):
@@ -111,7 +117,7 @@ class PxCode(db.Model):
     @classmethod
     def get_or_404(cls, pxcode):
         # A string that cannot be a code is not looked up (and NUL never reaches the database).
-        if len(pxcode) > PXCODE_MAX or not PXCODE_PATTERN.fullmatch(pxcode):
+        if not is_pxcode(pxcode):
             raise NotFound(f"pxcode {pxcode[:40]!r} not found")
         return db.one_or_404(
             select(cls).filter_by(pxcode=pxcode),
@@ -152,11 +158,8 @@ class PxCode(db.Model):
             pxcode = data.get("pxcode")
             if not isinstance(pxcode, str):
                 errors["pxcode"] = "required, a string"
-            elif len(pxcode) > PXCODE_MAX or not PXCODE_PATTERN.fullmatch(pxcode):
-                errors["pxcode"] = (
-                    f"1 to {PXCODE_MAX} letters, digits, '.' or '-',"
-                    " starting with a letter or digit"
-                )
+            elif not is_pxcode(pxcode):
+                errors["pxcode"] = PXCODE_RULE
         if "procedure" in data or "procedure" in required:
             procedure = data.get("procedure")
             if not isinstance(procedure, str) or not procedure.strip():

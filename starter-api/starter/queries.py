@@ -7,7 +7,7 @@ from sqlalchemy import and_, select, true
 from sqlalchemy.orm import aliased
 from werkzeug.exceptions import BadRequest
 
-from .models import PXCODE_MAX, PXCODE_PATTERN, PxCode, is_storable_text
+from .models import PXCODE_MAX, PxCode, is_pxcode, is_storable_text
 
 SORT_FIELDS = {"pxcode": PxCode.pxcode, "procedure": PxCode.procedure}
 SORT_CHOICES = tuple(f"{sign}{name}" for name in SORT_FIELDS for sign in ("", "-"))
@@ -43,7 +43,7 @@ class PxCodeListing:
         if len(words) > Q_MAX_WORDS:
             raise BadRequest(f"q must have at most {Q_MAX_WORDS} words")
         prefix = request.args.get("code", "")
-        if prefix and (len(prefix) > PXCODE_MAX or not PXCODE_PATTERN.fullmatch(prefix)):
+        if prefix and not is_pxcode(prefix):
             raise BadRequest(
                 f"code must be the start of a code: 1 to {PXCODE_MAX} letters, digits, '.' or '-'"
             )
