@@ -11,6 +11,7 @@ from .http import errors, headers, replay
 from .http.environ import without_process_environment
 
 SECRET_KEY_FILE = "secret-key"
+GENERATED_SECRET_KEY = "starter_generated_secret_key"
 
 
 def create_app(test_config=None):
@@ -45,11 +46,6 @@ def create_app(test_config=None):
     app.wsgi_app = without_process_environment(app.wsgi_app)
     replay.init_app(app)
     _trust_forwarded_headers(app)
-    app.logger.info(
-        "starter-api ready: config=%s database=%s",
-        app.config["NAME"],
-        db.masked_url(app.config["SQLALCHEMY_DATABASE_URI"]),
-    )
     return app
 
 
@@ -115,9 +111,5 @@ def _development_secret_key(app):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(key)
-    app.logger.warning(
-        "SECRET_KEY is not set: using a generated development key kept in %s"
-        " (set SECRET_KEY in production)",
-        path,
-    )
+    app.extensions[GENERATED_SECRET_KEY] = path  # announced when serving (logconfig.log_startup)
     return key

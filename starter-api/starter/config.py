@@ -8,22 +8,31 @@ have no default: production refuses to start without ``SECRET_KEY``.
 import os
 
 
-def _env_number(environ, name, default, kind, what):
-    value = environ.get(name)
-    if value is None or value == "":
+def env_number(environ, name, default, kind=int, minimum=None):
+    """``environ[name]`` as a ``kind`` (int or float), ``default`` when unset or empty."""
+    value = environ.get(name, "").strip()
+    if not value:
         return default
+    what = "an integer" if kind is int else "a number"
     try:
-        return kind(value)
+        number = kind(value)
     except ValueError:
         raise ConfigError(f"{name} must be {what}, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name} must be {minimum} or more, got {value!r}")
+    return number
 
 
-def _env_int(environ, name, default):
-    return _env_number(environ, name, default, int, "an integer")
+def env_int(environ, name, default, minimum=None):
+    return env_number(environ, name, default, int, minimum)
 
 
-def _env_float(environ, name, default):
-    return _env_number(environ, name, default, float, "a number")
+def env_float(environ, name, default, minimum=None):
+    return env_number(environ, name, default, float, minimum)
+
+
+# The databases the schema, its migrations and the tests are made for.
+SUPPORTED_DATABASES = ("postgresql", "sqlite")
 
 
 def _database_url(environ):
@@ -40,14 +49,28 @@ def _database_url(environ):
         raise ConfigError("DATABASE_URL is not a database URL (e.g. postgresql://user:pw@host/db)") from None
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg2")
+    if url.get_backend_name() not in SUPPORTED_DATABASES:
+        raise ConfigError(
+            f"DATABASE_URL: {url.get_backend_name()!r} is not supported"
+            f" (use {' or '.join(SUPPORTED_DATABASES)})"
+        )
     return url.render_as_string(hide_password=False)
 
 
-def _env_bool(environ, name, default=False):
-    value = environ.get(name)
-    if value is None or value == "":
+TRUE, FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
+
+
+def env_bool(environ, name, default=False):
+    """``environ[name]`` as on/off (1/0, true/false, yes/no); anything else is a ``ConfigError``."""
+    value = environ.get(name, "").strip().lower()
+    if not value:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise ConfigError(f"{name} must be on or off (1/0, true/false, yes/no), got {value!r}")
+
 
 
 class ConfigError(RuntimeError):
@@ -86,24 +109,24 @@ class Config:
         settings.update(
             SECRET_KEY=environ.get("SECRET_KEY") or None,
             SQLALCHEMY_DATABASE_URI=_database_url(environ),
-            DEBUG=_env_bool(environ, "FLASK_DEBUG", cls.DEBUG),
+            DEBUG=env_bool(environ, "FLASK_DEBUG", cls.DEBUG),
             LOG_DIR=environ.get("LOG_DIR") or None,
             LOG_LEVEL=environ.get("LOG_LEVEL", "INFO").upper(),
-            TOKEN_EXPIRATION=_env_int(environ, "TOKEN_EXPIRATION", 600),
-            DB_CONNECT_TIMEOUT=_env_int(environ, "DB_CONNECT_TIMEOUT", 5),
-            DB_WAIT_TIMEOUT=_env_int(environ, "DB_WAIT_TIMEOUT", 60),
-            DB_STATEMENT_TIMEOUT=_env_int(environ, "DB_STATEMENT_TIMEOUT", 5000),
+            TOKEN_EXPIRATION=env_int(environ, "TOKEN_EXPIRATION", 600),
+            DB_CONNECT_TIMEOUT=env_int(environ, "DB_CONNECT_TIMEOUT", 5),
+            DB_WAIT_TIMEOUT=env_int(environ, "DB_WAIT_TIMEOUT", 60),
+            DB_STATEMENT_TIMEOUT=env_int(environ, "DB_STATEMENT_TIMEOUT", 5000),
             STARTER_ADMIN_USERNAME=environ.get("STARTER_ADMIN_USERNAME") or None,
             STARTER_ADMIN_PASSWORD=environ.get("STARTER_ADMIN_PASSWORD") or None,
-            AUTH_CACHE_SECONDS=_env_int(environ, "AUTH_CACHE_SECONDS", 60),
+            AUTH_CACHE_SECONDS=env_int(environ, "AUTH_CACHE_SECONDS", 60),
             # Repeated reads answered from memory (PostgreSQL only; README "How reads stay fast").
-            READ_CACHE=_env_bool(environ, "READ_CACHE", cls.READ_CACHE),
-            READ_CACHE_MAX_STALE=_env_float(environ, "READ_CACHE_MAX_STALE", 2.0),
-            READ_CACHE_ENTRIES=_env_int(environ, "READ_CACHE_ENTRIES", 1024),
+            READ_CACHE=env_bool(environ, "READ_CACHE", cls.READ_CACHE),
+            READ_CACHE_MAX_STALE=env_float(environ, "READ_CACHE_MAX_STALE", 2.0),
+            READ_CACHE_ENTRIES=env_int(environ, "READ_CACHE_ENTRIES", 1024),
             # Proxies in front that set X-Forwarded-For/-Proto (0: trust no such header).
-            FORWARDED_PROXIES=_env_int(environ, "FORWARDED_PROXIES", 0),
+            FORWARDED_PROXIES=env_int(environ, "FORWARDED_PROXIES", 0),
             # Limits a well-behaved client never meets; failed logins far tighter.
-            RATELIMIT_ENABLED=_env_bool(environ, "RATELIMIT_ENABLED", True),
+            RATELIMIT_ENABLED=env_bool(environ, "RATELIMIT_ENABLED", True),
             RATELIMIT_STORAGE_URI=environ.get("RATELIMIT_STORAGE_URI") or "memory://",
             RATELIMIT_PER_USER=environ.get("RATELIMIT_PER_USER") or "500 per second",
             RATELIMIT_PER_ADDRESS=environ.get("RATELIMIT_PER_ADDRESS") or "1000 per second",
@@ -113,7 +136,7 @@ class Config:
             ],
         )
         if "MAX_CONTENT_LENGTH" in environ:
-            settings["MAX_CONTENT_LENGTH"] = _env_int(
+            settings["MAX_CONTENT_LENGTH"] = env_int(
                 environ, "MAX_CONTENT_LENGTH", cls.MAX_CONTENT_LENGTH
             )
         return settings

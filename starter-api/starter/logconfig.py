@@ -41,3 +41,22 @@ def init_app(app):
     logger.removeHandler(default_handler)
     if problem:
         logger.warning(problem)
+
+
+def log_startup(app):
+    """Say what a serving process runs with (CLI commands print only their result)."""
+    from . import GENERATED_SECRET_KEY
+    from .db import masked_url
+
+    key_file = app.extensions.get(GENERATED_SECRET_KEY)
+    if key_file:
+        app.logger.warning(
+            "SECRET_KEY is not set: using a generated development key kept in %s"
+            " (set SECRET_KEY in production)",
+            key_file,
+        )
+    app.logger.info(
+        "starter-api ready: config=%s database=%s",
+        app.config["NAME"],
+        masked_url(app.config["SQLALCHEMY_DATABASE_URI"]),
+    )

@@ -6,6 +6,7 @@ import pytest
 
 from starter import create_app
 from starter.config import ConfigError, load
+from starter.logconfig import log_startup
 
 
 def test_testing_profile(app):
@@ -66,8 +67,9 @@ def test_development_makes_up_a_secret_key_once(monkeypatch, tmp_path, caplog):
     monkeypatch.delenv("SECRET_KEY", raising=False)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/x.sqlite")
     monkeypatch.setattr("flask.Flask.auto_find_instance_path", lambda self: str(tmp_path / "inst"))
+    first = create_app("development")
     with caplog.at_level(logging.WARNING, logger="starter"):
-        first = create_app("development")
+        log_startup(first)  # the server announces it; CLI commands do not
     assert "SECRET_KEY is not set" in caplog.text
     assert first.config["SECRET_KEY"] not in caplog.text
     second = create_app("development")
@@ -80,6 +82,7 @@ def test_log_files_and_no_secrets_in_logs(make_app, tmp_path):
     log_dir = tmp_path / "logs"
     url = "postgresql+psycopg2://docker:hunter2@127.0.0.1:9/starter"
     app = make_app(LOG_DIR=str(log_dir), SQLALCHEMY_DATABASE_URI=url, SECRET_KEY="topsecret")
+    log_startup(app)
     client = app.test_client()
     client.get("/api/v1.0/pxcodes/", auth=("alice", "wonderland"))  # the DB is down: 503, logged
     logged = (log_dir / "starter-api.log").read_text()

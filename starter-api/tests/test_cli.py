@@ -203,6 +203,37 @@ def test_manage_py_refuses_production_without_secret_key(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_manage_py_commands_print_their_result_only(tmp_path):
+    """No log lines around a command's result (the dev key, "ready"): one line out, nothing on stderr."""
+    url = f"sqlite:///{tmp_path}/quiet.sqlite"
+    env = {"DATABASE_URL": url, "SECRET_KEY": "", "FLASK_CONFIG": "development", "LOG_DIR": ""}
+    expected = {
+        ("createdb",): f"Created empty tables starter_pxcodes, starter_users in {url}",
+        ("loaddata",): f"Loaded {STARTER_SQL}: 100 codes added, 100 in starter_pxcodes",
+        ("adduser", "admin", "admin"): "User 'admin' added",
+    }
+    for args, line in expected.items():
+        result = _manage(*args, env=env)
+        assert (result.returncode, result.stdout, result.stderr) == (0, line + "\n", ""), args
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none", "DB_CONNECT_TIMEOUT": "1"},
+         "Error: database unavailable: "),
+        ({"DATABASE_URL": "mysql://u:p@127.0.0.1/x"},
+         "Error: DATABASE_URL: 'mysql' is not supported (use postgresql or sqlite)"),
+        ({"READ_CACHE": "flase"}, "Error: READ_CACHE must be on or off (1/0, true/false, yes/no), got 'flase'"),
+    ],
+)
+def test_manage_py_errors_are_one_line(tmp_path, env, error):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite", "SECRET_KEY": "x", "LOG_DIR": "", **env}
+    result = _manage("createdb", env=env)
+    assert result.returncode == 1 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(error), result.stderr
+
+
 def test_starter_sql_holds_the_100_seed_codes():
     text = STARTER_SQL.read_text()
     assert text.count("\n    ('") == 100
