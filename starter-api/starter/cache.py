@@ -6,40 +6,31 @@ sends every waiting thread to the database with the same query at once.
 
 import threading
 
-from cachetools import LRUCache
+from cachetools import LRUCache, cached
 
 
 class ComputedCache:
-    """Values by key, bounded (least recently used first out), each computed by one thread."""
+    """Values by key, bounded (least recently used first out), each computed by one thread.
+
+    cachetools' ``cached`` with a condition: a thread that misses a key another
+    thread is computing waits for that value instead of computing it again.
+    """
 
     def __init__(self, maxsize):
         self._entries = LRUCache(maxsize)
-        self._lock = threading.Lock()
-        self._in_flight = {}
+        condition = threading.Condition()
+        self._get = cached(
+            self._entries, key=lambda key, compute: key, lock=condition, condition=condition
+        )(lambda key, compute: compute())
+        self._condition = condition
 
     def get_or_compute(self, key, compute):
         """Return the value for ``key``, calling ``compute()`` only if no thread has it or is on it."""
-        with self._lock:
-            if key in self._entries:
-                return self._entries[key]
-            gate = self._in_flight.setdefault(key, threading.Lock())
-        with gate:
-            with self._lock:
-                if key in self._entries:
-                    return self._entries[key]
-            try:
-                value = compute()
-                with self._lock:
-                    self._entries[key] = value
-            finally:
-                with self._lock:
-                    self._in_flight.pop(key, None)
-        return value
+        return self._get(key, compute)
 
     def clear(self):
-        with self._lock:
-            self._entries.clear()
+        self._get.cache_clear()
 
     def __len__(self):
-        with self._lock:
+        with self._condition:
             return len(self._entries)

@@ -1,18 +1,33 @@
-"""What the list endpoint selects: word search, code prefix and sort order."""
+"""What the list endpoint selects (word search, code prefix, sort order) and how its pages are fetched.
+
+Counting and deep pages must not grow with the table. Both are cached per data
+version (any write changes the version, so a cached figure is never stale):
+the total is counted once per version and listing, and a page deep in the
+listing is fetched by its first key (keyset) instead of an OFFSET scan; the
+first key of every page is computed once per version, listing and page size.
+"""
 
 from dataclasses import dataclass
 
 from flask import request
-from sqlalchemy import and_, select, true
+from sqlalchemy import and_, func, select, true, tuple_
 from sqlalchemy.orm import aliased
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, NotFound
 
+from .cache import ComputedCache
+from .db import db
+from .http.pagination import Page
 from .models import PXCODE_MAX, PxCode, is_pxcode, is_storable_text
 
 SORT_FIELDS = {"pxcode": PxCode.pxcode, "procedure": PxCode.procedure}
 SORT_CHOICES = tuple(f"{sign}{name}" for name in SORT_FIELDS for sign in ("", "-"))
 Q_MAX_LENGTH = 200
 Q_MAX_WORDS = 10
+# Up to this many rows an OFFSET scan is cheaper than computing page keys.
+OFFSET_SCAN_MAX = 5000
+# A filtered listing with at most this many matches is fetched whole and sorted (see
+# ``PxCodeListing.statement``); its pages then never need keys.
+SORT_MATCHES_MAX = 20000
 
 
 def _like_literal(text):
@@ -83,16 +98,64 @@ class PxCodeListing:
         """Select the matching codes, in no particular order."""
         return select(PxCode).where(self.where())
 
-    def statement(self, fenced=False):
+    def statement(self, sort_matches=False):
         """Select the matching codes in order.
 
-        ``fenced``, for a filter that matches few rows: without it PostgreSQL may
-        walk the sort order's index and test row after row (800 ms for 3,900
-        matches among a million); behind ``OFFSET 0`` it finds the matches by
-        their own index and sorts just those (20 ms).
+        ``sort_matches``, for a filter that matches few rows: find the matches first
+        (behind ``OFFSET 0``, by their own index) and sort just those. Otherwise
+        PostgreSQL may walk the sort order's index and test row after row, which
+        is far slower when the matches are few among many (bench/README.md).
         """
-        if not fenced:
+        if not sort_matches:
             return self.filtered().order_by(*self.order_by())
         matches = aliased(PxCode, self.filtered().offset(0).subquery())
         columns = [getattr(matches, column.key) for column in self.order_columns]
         return select(matches).order_by(*[c.desc() if self.descending else c.asc() for c in columns])
+
+
+class Pager:
+    """Pages of a listing (see ``queries.PxCodeListing``), with counts and page keys cached."""
+
+    def __init__(self, maxsize=512):
+        self._counts = ComputedCache(maxsize)
+        self._page_keys = ComputedCache(max(maxsize // 16, 4))
+
+    def paginate(self, listing, args, version):
+        """Return page ``args.page`` of ``listing`` at data ``version``; 404 past the last page."""
+        total = self._counts.get_or_compute((version, listing), lambda: _count(listing))
+        empty = Page(items=[], page=args.page, per_page=args.per_page, total=total)
+        if args.page > empty.last:
+            raise NotFound(f"page {args.page} is past the last page ({empty.last})")
+        sort_matches = listing.is_filtered and total <= SORT_MATCHES_MAX
+        statement = listing.statement(sort_matches=sort_matches).limit(args.per_page)
+        offset = (args.page - 1) * args.per_page
+        if sort_matches or offset <= OFFSET_SCAN_MAX:
+            statement = statement.offset(offset)
+        else:
+            keys = self._page_keys.get_or_compute(
+                (version, listing, args.per_page), lambda: _first_keys(listing, args.per_page)
+            )
+            first = tuple_(*listing.order_columns)
+            bound = keys[args.page - 1]
+            statement = statement.where(first <= bound if listing.descending else first >= bound)
+        items = db.session.scalars(statement).all()
+        return Page(items=items, page=args.page, per_page=args.per_page, total=total)
+
+    def clear(self):
+        self._counts.clear()
+        self._page_keys.clear()
+
+
+def _count(listing):
+    return db.session.scalar(select(func.count()).select_from(listing.filtered().subquery()))
+
+
+def _first_keys(listing, per_page):
+    """Return the sort key of the first row of every page, in one ordered scan."""
+    number = func.row_number().over(order_by=listing.order_by()).label("n")
+    ranked = listing.filtered().with_only_columns(*listing.order_columns, number).subquery()
+    keys = [ranked.c[column.key] for column in listing.order_columns]
+    rows = db.session.execute(
+        select(*keys).where((ranked.c.n - 1) % per_page == 0).order_by(ranked.c.n)
+    )
+    return [tuple(row) for row in rows]

@@ -115,6 +115,16 @@ def test_a_write_in_one_worker_is_seen_by_another(make_app, app, auth):
     assert seen_by_b.json["meta"]["total"] == 101
 
 
+def test_each_app_keeps_its_own_page_caches(make_app, app, auth):
+    from starter.api.pxcodes import page_caches
+
+    other = make_app()
+    app.test_client().get(LIST + "?q=w/o", headers=auth.basic())
+    assert len(page_caches(app)[0]._counts) == 1
+    assert len(page_caches(other)[0]._counts) == 0
+    assert len(page_caches(other)[1]._entries) == 0
+
+
 def test_a_304_runs_no_page_query(client, auth, sql_log):
     tag = client.get(LIST, headers=auth.basic()).headers["ETag"]
     with sql_log() as statements:
@@ -128,8 +138,8 @@ def test_repeated_pages_are_rendered_once(app, client, auth, monkeypatch):
     import starter.api.pxcodes as views
 
     calls = []
-    real = views.page_body
-    monkeypatch.setattr(views, "page_body", lambda *a: calls.append(1) or real(*a))
+    real = views.render_page
+    monkeypatch.setattr(views, "render_page", lambda *a: calls.append(1) or real(*a))
     bodies = {client.get(LIST + "?per_page=5", headers=auth.basic()).data for _ in range(3)}
     assert len(bodies) == 1
     assert len(calls) == 1
@@ -182,8 +192,9 @@ def test_credential_cache_can_be_turned_off(make_app, app, auth, password_checks
 
 
 def test_counts_are_cached_per_data_version(app, client, auth):
-    from starter.api.pxcodes import pager
+    from starter.api.pxcodes import page_caches
 
+    pager, _ = page_caches(app)
     client.get(LIST + "?q=w/o", headers=auth.basic())
     assert len(pager._counts) == 1
     client.get(LIST + "?q=w/o&page=2&per_page=10", headers=auth.basic())

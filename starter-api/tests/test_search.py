@@ -2,7 +2,8 @@
 
 import pytest
 
-from starter.http import pagination
+from starter import queries
+from starter.api.pxcodes import page_caches
 
 LIST = "/api/v1.0/pxcodes/"
 
@@ -113,11 +114,9 @@ def test_deep_pages_by_key_equal_offset_pages(client, auth, monkeypatch, sort, q
         _codes(_get(client, auth, f"{query}&sort={sort}&per_page=7&page={n}"))
         for n in range(1, pages + 1)
     ]
-    monkeypatch.setattr(pagination, "OFFSET_SCAN_MAX", -1)
-    from starter.api.pxcodes import pager, rendered_pages
-
-    pager.clear()
-    rendered_pages.clear()
+    monkeypatch.setattr(queries, "OFFSET_SCAN_MAX", -1)
+    for cache in page_caches(client.application):
+        cache.clear()
     by_key = [
         _codes(_get(client, auth, f"{query}&sort={sort}&per_page=7&page={n}"))
         for n in range(1, pages + 1)
@@ -128,21 +127,20 @@ def test_deep_pages_by_key_equal_offset_pages(client, auth, monkeypatch, sort, q
 
 @pytest.mark.parametrize("sort", ["pxcode", "-procedure"])
 @pytest.mark.parametrize("query", ["q=w/o", "code=2", "q=failure&code=29"])
-def test_fenced_pages_equal_plain_pages(client, auth, monkeypatch, sort, query):
+def test_sorted_matches_pages_equal_plain_pages(client, auth, monkeypatch, sort, query):
     """Small filtered listings are fetched whole and sorted: the same pages either way."""
-    from starter.api.pxcodes import pager, rendered_pages
 
     def pages():
-        pager.clear()
-        rendered_pages.clear()
+        for cache in page_caches(client.application):
+            cache.clear()
         count = _get(client, auth, f"{query}&sort={sort}&per_page=4").json["meta"]["pages"]
         return [
             _codes(_get(client, auth, f"{query}&sort={sort}&per_page=4&page={n}"))
             for n in range(1, count + 1)
         ]
 
-    fenced = pages()
-    monkeypatch.setattr(pagination, "FENCED_MAX", -1)
+    sorted_matches = pages()
+    monkeypatch.setattr(queries, "SORT_MATCHES_MAX", -1)
     plain = pages()
-    assert fenced == plain
-    assert all(fenced)
+    assert sorted_matches == plain
+    assert all(sorted_matches)

@@ -1,6 +1,6 @@
 """``/api/v1.0/pxcodes/``: list and search, fetch, and (admins) create, replace, edit, delete."""
 
-from flask import request
+from flask import current_app, request
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import BadRequest, Conflict, PreconditionFailed
@@ -10,23 +10,33 @@ from ..db import db
 from ..http.args import reject_unknown_args
 from ..http.conditional import (
     RenderedCache,
-    conditional_cached,
-    conditional_json,
+    cached_json_or_304,
     etag_of,
+    json_or_304,
+    json_with_etag,
     require_if_match,
-    tagged_json,
 )
 from ..http.pagination import ARGS as PAGE_ARGS
-from ..http.pagination import PageArgs, Pager, page_body, page_headers
+from ..http.pagination import PageArgs, render_page
 from ..http.payload import json_object
 from ..http.replay import offer
 from ..limits import per_user
 from ..models import DataVersion, PxCode, ValidationError
-from ..queries import PxCodeListing
+from ..queries import Pager, PxCodeListing
 from . import bp
 
-pager = Pager()
-rendered_pages = RenderedCache()
+PAGE_CACHES = "starter_pxcode_pages"
+
+
+@bp.record_once
+def _add_page_caches(state):
+    # Each app its own: counts, page keys and rendered pages of its own database.
+    state.app.extensions[PAGE_CACHES] = (Pager(), RenderedCache())
+
+
+def page_caches(app=None):
+    """Return ``(pager, rendered_pages)`` of ``app`` (default: the current app)."""
+    return (app or current_app).extensions[PAGE_CACHES]
 
 
 @bp.get("/pxcodes/")
@@ -38,12 +48,12 @@ def list_pxcodes():
     offer(version)
     # The body holds absolute links, so the whole URL (host, arguments) is in the tag.
     tag = etag_of(version, request.url)
-    return conditional_cached(tag, lambda: _render_page(listing, args, version), rendered_pages)
+    pager, rendered_pages = page_caches()
+    return cached_json_or_304(tag, lambda: _render(pager.paginate(listing, args, version)), rendered_pages)
 
 
-def _render_page(listing, args, version):
-    body = page_body(pager.paginate(listing, args, version), PxCode.serializer())
-    return body, page_headers(body["meta"])
+def _render(page):
+    return render_page(page, PxCode.serializer())
 
 
 @bp.get("/pxcodes/<pxcode>")
@@ -52,7 +62,7 @@ def get_pxcode(pxcode):
     reject_unknown_args(())
     offer(DataVersion.current().codes)  # read before the row: a replay is never newer than its data
     code = PxCode.get_or_404(pxcode)
-    return conditional_json(code.etag, code.to_dict)
+    return json_or_304(code.etag, code.to_dict)
 
 
 @bp.post("/pxcodes/")
@@ -67,7 +77,7 @@ def create_pxcode():
         db.session.rollback()
         raise Conflict(f"pxcode {code.pxcode!r} already exists") from None
     body = code.to_dict()
-    return tagged_json(code.etag, body, 201, {"Location": body["url"]})
+    return json_with_etag(code.etag, body, 201, {"Location": body["url"]})
 
 
 @bp.put("/pxcodes/<pxcode>")
@@ -101,7 +111,7 @@ def _change(pxcode, partial):
     if changes:
         _apply_if_unchanged(update(PxCode).values(**changes), code)
         db.session.refresh(code)
-    return tagged_json(code.etag, code.to_dict())
+    return json_with_etag(code.etag, code.to_dict())
 
 
 def _apply_if_unchanged(statement, code):

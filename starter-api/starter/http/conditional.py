@@ -41,7 +41,7 @@ def evaluate_preconditions(etag):
     return None
 
 
-def tagged_json(etag, body, status=200, headers=None):
+def json_with_etag(etag, body, status=200, headers=None):
     """Return ``body`` as JSON with its ETag set."""
     response = jsonify(body)
     response.status_code = status
@@ -51,12 +51,12 @@ def tagged_json(etag, body, status=200, headers=None):
     return response
 
 
-def conditional_json(etag, render):
+def json_or_304(etag, render):
     """Answer 304/412 from ``etag`` alone, else ``render()`` as tagged JSON."""
     not_modified = evaluate_preconditions(etag)
     if not_modified is not None:
         return not_modified
-    return tagged_json(etag, render())
+    return json_with_etag(etag, render())
 
 
 def require_if_match(etag):
@@ -88,8 +88,8 @@ class RenderedCache:
         self._entries.clear()
 
 
-def conditional_cached(etag, render, cache):
-    """Like ``conditional_json``, but ``render() -> (body, headers)`` runs once per tag."""
+def cached_json_or_304(etag, render, cache):
+    """Like ``json_or_304``, but ``render() -> (body, headers)`` runs once per tag."""
     not_modified = evaluate_preconditions(etag)
     if not_modified is not None:
         return not_modified
