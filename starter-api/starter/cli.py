@@ -44,7 +44,7 @@ def _count_pxcodes():
     return db.session.scalar(select(func.count()).select_from(PxCode))
 
 
-def _where():
+def _database_shown():
     return database.masked_url(current_app.config["SQLALCHEMY_DATABASE_URI"])
 
 
@@ -85,7 +85,7 @@ def load_sql_file(path):
 def createdb_command():
     """Drop and recreate the tables (all data is lost)."""
     database.recreate_tables()
-    click.echo(f"Created empty tables starter_pxcodes, starter_users in {_where()}")
+    click.echo(f"Created empty tables starter_pxcodes, starter_users in {_database_shown()}")
 
 
 @click.command("adduser")
@@ -124,7 +124,7 @@ def bootstrap_command():
     """
     config = current_app.config
     timeout = config["DB_WAIT_TIMEOUT"]
-    click.echo(f"Waiting up to {timeout}s for {_where()}")
+    click.echo(f"Waiting up to {timeout}s for {_database_shown()}")
     database.wait_for_database(timeout)
     database.upgrade_schema()
     if _count_pxcodes() == 0:

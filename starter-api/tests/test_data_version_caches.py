@@ -1,4 +1,4 @@
-"""What makes reads cheap stays correct: data version, rendered pages, counts, verified credentials."""
+"""The data version and the caches keyed by it: pages, counts, 304s, remembered credentials."""
 
 import subprocess
 
