@@ -2,7 +2,7 @@
 #   make env build up    then  make ps / make logs / make down / make destroy / make clean
 # On a machine that allows host networking only, add HOSTNET=1 (postgres on 25432, redis on 26379,
 # starter-api on 25000).
-# The stack test: make stack-test (root; see README.md, "The stack test").
+# The stack test: make stack-test (root; see stack/README.md).
 
 COMPOSE_FILES := -f docker-compose.yml $(if $(HOSTNET),-f docker-compose.hostnet.yml)
 COMPOSE       := docker compose $(COMPOSE_FILES)

@@ -12,7 +12,7 @@ GUNICORN_TIMEOUT (30 s), FORWARDED_ALLOW_IPS (127.0.0.1: the proxies trusted for
 import os
 
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-# Chosen by measurement on 2 cores (bench/run.sh --sizes 100 --server-env ...; README "Benchmark"):
+# Chosen by measurement on 2 cores (bench/run.sh --sizes 100 --server-env ...; bench/README.md):
 # gthread 3x2 served ~1,000-1,200 req/s per endpoint, sync x4 about the same without keep-alive,
 # gthread 2x4 ~800, 4x2 ~700-1,000. Threads overlap the database round trips.
 workers = int(os.environ.get("WEB_CONCURRENCY", "3"))

@@ -119,7 +119,7 @@ class Config:
             STARTER_ADMIN_USERNAME=environ.get("STARTER_ADMIN_USERNAME") or None,
             STARTER_ADMIN_PASSWORD=environ.get("STARTER_ADMIN_PASSWORD") or None,
             AUTH_CACHE_SECONDS=env_int(environ, "AUTH_CACHE_SECONDS", 60),
-            # Repeated reads answered from memory (PostgreSQL only; README "How reads stay fast").
+            # Repeated reads answered from memory (PostgreSQL only; docs/read-path.md).
             READ_CACHE=env_bool(environ, "READ_CACHE", cls.READ_CACHE),
             READ_CACHE_MAX_STALE=env_float(environ, "READ_CACHE_MAX_STALE", 2.0),
             READ_CACHE_ENTRIES=env_int(environ, "READ_CACHE_ENTRIES", 1024),
