@@ -12,6 +12,9 @@ the service through this file):
   SERVER_THREADS (2)                   threads per worker that run the app (granian's blocking threads): a
                                        second one keeps a worker answering while a request waits on the
                                        database; more only add GIL contention (4 threads: -20 % on a mixed load)
+  REQUEST_BODY_SLOTS (128)             read by the app (starter/http/bodies.py): request bodies a worker reads
+                                       at once. granian gets this many blocking threads beyond SERVER_THREADS,
+                                       since a request waiting for its body (up to REQUEST_BODY_TIMEOUT) holds one
   SERVER_BACKPRESSURE (1024/workers)   connections a worker serves at once; more wait unanswered. granian
                                        counts open keep-alive connections, not requests in flight: keep it
                                        above the connections a proxy or the clients hold open
@@ -46,6 +49,7 @@ DEFAULT_APP = "wsgi:app"
 # (granian's default, ~400 KiB, let a 20 KB Authorization header through to the app).
 MAX_HEAD_BYTES = 16384
 BACKLOG = 1024  # the listen queue (granian's default)
+BODY_SLOTS = 128  # REQUEST_BODY_SLOTS's default, as in starter/config.py
 ACCESS_LOG_FORMAT = '%(addr)s - "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms qs="%(query_string)s"'
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -117,6 +121,7 @@ def settings():
         "port": _int("PORT", 5000),
         "workers": _int("WEB_CONCURRENCY", 2),
         "threads": _int("SERVER_THREADS", 2),
+        "body_slots": _int("REQUEST_BODY_SLOTS", BODY_SLOTS),
         "backpressure": _int("SERVER_BACKPRESSURE", BACKLOG // _int("WEB_CONCURRENCY", 2)),
         "access_log": _bool("SERVER_ACCESS_LOG", False),
         "log_level": os.environ.get("SERVER_LOG_LEVEL", "").strip().lower() or "info",
@@ -141,7 +146,8 @@ def build(target=DEFAULT_APP, conf=None):
         http=HTTPModes.http1,
         websockets=False,
         workers=conf["workers"],
-        blocking_threads=conf["threads"],
+        # granian starts a thread only when requests queue: the extra ones exist while bodies are awaited.
+        blocking_threads=conf["threads"] + conf["body_slots"],
         backlog=BACKLOG,
         backpressure=conf["backpressure"],
         http1_settings=HTTP1Settings(

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from . import cli, config, db, limits, logconfig
-from .http import errors, headers, replay
+from .http import bodies, errors, headers, replay
 from .http.environ import without_process_environment
 
 SECRET_KEY_FILE = "secret-key"
@@ -44,6 +44,8 @@ def create_app(test_config=None):
     _enable_cors(app)
     # Under the read cache: a replay never hands the environ to any code.
     app.wsgi_app = without_process_environment(app.wsgi_app)
+    # Bodies read with a deadline and a size limit; the read cache in front never sees one.
+    bodies.init_app(app)
     replay.init_app(app)
     _trust_forwarded_headers(app)
     return app

@@ -73,6 +73,11 @@ def env_bool(environ, name, default=False):
 
 
 
+# serve.py gives granian this many threads beyond SERVER_THREADS: a request waiting for its body
+# holds one of them (up to REQUEST_BODY_TIMEOUT), never one that runs the app.
+REQUEST_BODY_SLOTS = 128
+
+
 class ConfigError(RuntimeError):
     """The environment does not describe a configuration we can run with."""
 
@@ -123,6 +128,10 @@ class Config:
             READ_CACHE=env_bool(environ, "READ_CACHE", cls.READ_CACHE),
             READ_CACHE_MAX_STALE=env_float(environ, "READ_CACHE_MAX_STALE", 2.0),
             READ_CACHE_ENTRIES=env_int(environ, "READ_CACHE_ENTRIES", 1024),
+            # Request bodies (starter/http/bodies.py): seconds a client has to send a whole body
+            # (408 after), and bodies read at once per server process (503 beyond).
+            REQUEST_BODY_TIMEOUT=env_float(environ, "REQUEST_BODY_TIMEOUT", 10.0),
+            REQUEST_BODY_SLOTS=env_int(environ, "REQUEST_BODY_SLOTS", REQUEST_BODY_SLOTS),
             # Proxies in front that set X-Forwarded-For/-Proto (0: trust no such header).
             FORWARDED_PROXIES=env_int(environ, "FORWARDED_PROXIES", 0),
             # Limits a well-behaved client never meets; failed logins far tighter.

@@ -8,6 +8,7 @@ Every wait is bounded: client timeouts on every request, deadlines on every loop
 """
 
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -494,3 +495,88 @@ def raw_request(port, data, timeout=5):
     except (IndexError, ValueError):
         status = None
     return status, answer
+
+
+class StalledPost(threading.Thread):
+    """A POST whose client sends the headers and ``sent`` bytes of a ``length``-byte body, then
+    nothing (or, with ``trickle``, a byte a second). Records the status it gets and when, and
+    whether the server closed the connection; the client closes it when ``stop`` is set."""
+
+    def __init__(self, port, path, length, authorization=None, sent=b'{"pxcode": ', trickle=False, stop=None):
+        super().__init__(daemon=True)
+        auth = f"Authorization: {authorization}\r\n" if authorization else ""
+        self.request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\n"
+                        f"Content-Length: {length}\r\n\r\n").encode() + sent
+        self.port, self.trickle = port, trickle
+        self.stop = stop or threading.Event()
+        self.answer, self.status, self.answered_after, self.closed_after = b"", None, None, None
+
+    def run(self):
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(self.request)
+            s.settimeout(0.25)
+            deadline = started + 60
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    chunk = None
+                except OSError:
+                    chunk = b""
+                if chunk == b"":
+                    self.closed_after = time.monotonic() - started
+                    return
+                if chunk:
+                    self.answer += chunk
+                    if self.status is None:
+                        self.status = int(self.answer.split(b" ", 2)[1])
+                        self.answered_after = time.monotonic() - started
+                if self.trickle:
+                    try:
+                        s.sendall(b" ")
+                    except OSError:
+                        pass
+
+    def json(self):
+        return json.loads(self.answer.partition(b"\r\n\r\n")[2] or b"null")
+
+
+def chunked_post(port, path, authorization, chunks, timeout=10):
+    """POST ``chunks`` (bytes) with Transfer-Encoding: chunked; return (status, answer body as JSON).
+
+    Sent from a thread while the answer is read: a server that refuses the body early (413) may
+    close the connection before the client is done sending.
+    """
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks if c) + b"0\r\n\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {authorization}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        def send():
+            try:
+                s.sendall(head + body)
+            except OSError:
+                pass
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+            head_part, sep, rest = answer.partition(b"\r\n\r\n")
+            if sep:
+                length = next((int(line.split(b":", 1)[1]) for line in head_part.split(b"\r\n")[1:]
+                               if line.lower().startswith(b"content-length:")), 0)
+                if len(rest) >= length:
+                    break
+        sender.join(timeout)
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else None
+    text = answer.partition(b"\r\n\r\n")[2]
+    return status, json.loads(text) if text else None
