@@ -44,14 +44,15 @@ import threading
 from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent
+
+from starter import config  # noqa: E402  (beside this file: on sys.path wherever it is started from)
+from starter.config import REQUEST_BODY_SLOTS, env_bool, env_int  # noqa: E402
 DEFAULT_APP = "wsgi:app"
 # The largest request head (request line and headers) granian reads: a larger one is answered 431
 # (granian's default, ~400 KiB, let a 20 KB Authorization header through to the app).
 MAX_HEAD_BYTES = 16384
 BACKLOG = 1024  # the listen queue (granian's default)
-BODY_SLOTS = 128  # REQUEST_BODY_SLOTS's default, as in starter/config.py
 ACCESS_LOG_FORMAT = '%(addr)s - "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).1fms qs="%(query_string)s"'
-TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 class AccessFormatter(logging.Formatter):
@@ -91,27 +92,7 @@ def log_config():
 
 
 def _int(name, default, minimum=1):
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"serve.py: {name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise SystemExit(f"serve.py: {name}={value} is below {minimum}")
-    return value
-
-
-def _bool(name, default):
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in TRUE:
-        return True
-    if raw in FALSE:
-        return False
-    raise SystemExit(f"serve.py: {name}={raw!r} is not on/off")
+    return env_int(os.environ, name, default, minimum)
 
 
 def settings():
@@ -121,9 +102,9 @@ def settings():
         "port": _int("PORT", 5000),
         "workers": _int("WEB_CONCURRENCY", 2),
         "threads": _int("SERVER_THREADS", 2),
-        "body_slots": _int("REQUEST_BODY_SLOTS", BODY_SLOTS),
+        "body_slots": _int("REQUEST_BODY_SLOTS", REQUEST_BODY_SLOTS),
         "backpressure": _int("SERVER_BACKPRESSURE", BACKLOG // _int("WEB_CONCURRENCY", 2)),
-        "access_log": _bool("SERVER_ACCESS_LOG", False),
+        "access_log": env_bool(os.environ, "SERVER_ACCESS_LOG", False),
         "log_level": os.environ.get("SERVER_LOG_LEVEL", "").strip().lower() or "info",
         "header_timeout": _int("SERVER_HEADER_TIMEOUT", 10),
         "graceful_timeout": _int("SERVER_GRACEFUL_TIMEOUT", 20),
@@ -168,7 +149,14 @@ def main(argv):
     if len(args) > 1 or (args and ":" not in args[0]):
         raise SystemExit("usage: python serve.py [--print] [MODULE:APP]")
     target = args[0] if args else DEFAULT_APP
-    conf = settings()
+    try:
+        conf = settings()
+        if target == DEFAULT_APP:
+            # What would stop every worker at start (a missing SECRET_KEY, a bad setting) stops here
+            # in one line, before granian starts workers that die and are started again.
+            config.check_production(config.load())
+    except config.ConfigError as exc:
+        raise SystemExit(f"Error: {exc}") from None
     if "--print" in argv:
         print(" ".join(f"{k}={v}" for k, v in {"app": target, **conf}.items()))
         return

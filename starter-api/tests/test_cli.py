@@ -245,3 +245,21 @@ def test_createdb_makes_both_seed_tables(app, runner):
     runner.invoke(args=["createdb"])
     with app.app_context():
         assert set(inspect(db.engine).get_table_names()) >= {"starter_pxcodes", "starter_users"}
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"FLASK_CONFIG": "production", "SECRET_KEY": ""}, "Error: production needs SECRET_KEY set in the environment"),
+        ({"WEB_CONCURRENCY": "zero"}, "Error: WEB_CONCURRENCY must be an integer, got 'zero'"),
+        ({"SERVER_ACCESS_LOG": "flase"}, "Error: SERVER_ACCESS_LOG must be on or off (1/0, true/false, yes/no), got 'flase'"),
+        ({"DATABASE_URL": "mysql://u:p@127.0.0.1/x"}, "Error: DATABASE_URL: 'mysql' is not supported (use postgresql or sqlite)"),
+    ],
+)
+def test_serve_py_refuses_a_bad_environment_in_one_line(tmp_path, env, error):
+    """Before granian starts workers that would die one after the other, printing tracebacks."""
+    result = subprocess.run(
+        [sys.executable, "serve.py"], cwd=PROJECT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite", "PORT": "1", **env},
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", error + "\n")
