@@ -11,15 +11,15 @@ the service through this file):
   WEB_CONCURRENCY (2)                  worker processes
   SERVER_THREADS (2)                   threads per worker that run the app (granian's blocking threads): a
                                        second one keeps a worker answering while a request waits on the
-                                       database; more only add GIL contention (4 threads: -20 % on a mixed load)
+                                       database; more only add GIL contention (bench/README.md, "The server")
   REQUEST_BODY_SLOTS (128)             read by the app (starter/http/bodies.py): request bodies a worker reads
                                        at once. granian gets this many blocking threads beyond SERVER_THREADS,
                                        since a request waiting for its body (up to REQUEST_BODY_TIMEOUT) holds one
   SERVER_BACKPRESSURE (1024/workers)   connections a worker serves at once; more wait unanswered. granian
                                        counts open keep-alive connections, not requests in flight: keep it
                                        above the connections a proxy or the clients hold open
-  SERVER_ACCESS_LOG (off)              one line per request on stdout (on/off); costs ~35 % of the
-                                       throughput of a cached read (bench/README.md)
+  SERVER_ACCESS_LOG (off)              one line per request on stdout (on/off); a large share of the
+                                       cost of a cached read (bench/README.md)
   SERVER_LOG_LEVEL (info)              granian's own log (the app's log: LOG_LEVEL)
   SERVER_HEADER_TIMEOUT (10)           seconds a client has to send a request's headers (also the idle
                                        keep-alive limit between two requests)
