@@ -9,6 +9,7 @@ from flask import Flask
 from . import cli, config, db, limits, logconfig
 from .http import errors, headers, replay
 from .http.environ import without_process_environment
+from .http.unread_body import closing_after_unread_body
 
 SECRET_KEY_FILE = "secret-key"
 
@@ -44,6 +45,7 @@ def create_app(test_config=None):
     # Under the read cache: a replay never hands the environ to any code.
     app.wsgi_app = without_process_environment(app.wsgi_app)
     replay.init_app(app)
+    app.wsgi_app = closing_after_unread_body(app.wsgi_app)
     _trust_forwarded_headers(app)
     app.logger.info(
         "starter-api ready: config=%s database=%s",
