@@ -232,7 +232,7 @@ class DatabaseHealth:
             if answers and self._down_since is not None:
                 seconds = time.monotonic() - self._down_since
                 refused, self._down_since, self.refused = self.refused, None, 0
-                self.logger.warning(
+                self.logger.info(
                     "database back up after %.1f s; %d requests answered 503 meanwhile",
                     seconds, refused,
                 )
