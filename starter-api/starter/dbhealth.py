@@ -273,9 +273,12 @@ def _connection_class(health, probing):
     """A psycopg2 connection class carrying ``health`` (its deadlines) to the wait callback."""
 
     class GuardedConnection(pgext.connection):
-        def __init__(self, *args, **kwargs):
+        def __new__(cls, *args, **kwargs):
             if not probing:
-                health.check()  # known down: fail without opening a socket
+                health.check()  # known down: fail before any socket (or object) is made
+            return super().__new__(cls, *args, **kwargs)
+
+        def __init__(self, *args, **kwargs):
             try:
                 super().__init__(*args, **kwargs)
             except psycopg2.OperationalError:
