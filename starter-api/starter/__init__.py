@@ -9,6 +9,7 @@ from flask import Flask
 from . import cli, config, db, limits, logconfig
 from .http import bodies, errors, headers, replay
 from .http.environ import without_process_environment
+from .http.unread_body import closing_after_unread_body
 
 SECRET_KEY_FILE = "secret-key"
 GENERATED_SECRET_KEY = "starter_generated_secret_key"
@@ -47,6 +48,7 @@ def create_app(test_config=None):
     # Bodies read with a deadline and a size limit; the read cache in front never sees one.
     bodies.init_app(app)
     replay.init_app(app)
+    app.wsgi_app = closing_after_unread_body(app.wsgi_app)
     _trust_forwarded_headers(app)
     return app
 

@@ -121,6 +121,8 @@ class Config:
             DB_CONNECT_TIMEOUT=env_int(environ, "DB_CONNECT_TIMEOUT", 5),
             DB_WAIT_TIMEOUT=env_int(environ, "DB_WAIT_TIMEOUT", 60),
             DB_STATEMENT_TIMEOUT=env_int(environ, "DB_STATEMENT_TIMEOUT", 5000),
+            # Seconds the check of a database that seems stuck gives a fresh connection (dbhealth.py).
+            DB_PROBE_TIMEOUT=env_float(environ, "DB_PROBE_TIMEOUT", 0.5),
             STARTER_ADMIN_USERNAME=environ.get("STARTER_ADMIN_USERNAME") or None,
             STARTER_ADMIN_PASSWORD=environ.get("STARTER_ADMIN_PASSWORD") or None,
             AUTH_CACHE_SECONDS=env_int(environ, "AUTH_CACHE_SECONDS", 60),

@@ -14,6 +14,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import NullPool
 
+from . import dbhealth
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 STARTER_SQL = PROJECT_DIR / "data" / "starter_pxcodes.sql"
 MIGRATIONS_DIR = PROJECT_DIR / "migrations"
@@ -29,14 +31,20 @@ migrate = Migrate(directory=str(MIGRATIONS_DIR), render_as_batch=True)
 BASELINE_REVISION = "0001"
 
 
-def engine_options(url, connect_timeout, statement_timeout_ms):
-    """Return engine options for ``url``: bounded connects and statements, stale links dropped."""
+def engine_options(url, connect_timeout, statement_timeout_ms, connection_factory=None):
+    """Return engine options for ``url``: bounded connects and statements, stale links dropped.
+
+    ``connection_factory`` (PostgreSQL): the class that gives connections their
+    client-side deadlines (``dbhealth``).
+    """
     options = {"pool_pre_ping": True}
     if make_url(url).get_backend_name() == "postgresql":
         options["connect_args"] = {
             "connect_timeout": connect_timeout,
             "options": f"-c statement_timeout={int(statement_timeout_ms)}",
         }
+        if connection_factory is not None:
+            options["connect_args"]["connection_factory"] = connection_factory
     return options
 
 
@@ -60,14 +68,17 @@ def for_dialect(dialect_name):
 
 
 def init_app(app):
-    """Bind the database extension to ``app`` with its engine options."""
+    """Bind the database extension to ``app`` with its engine options.
+
+    On PostgreSQL every connection waits with client-side deadlines and the
+    process keeps track of whether the database answers (``dbhealth``).
+    """
     url = app.config["SQLALCHEMY_DATABASE_URI"]
-    app.config.setdefault(
-        "SQLALCHEMY_ENGINE_OPTIONS",
-        engine_options(
-            url, app.config["DB_CONNECT_TIMEOUT"], app.config["DB_STATEMENT_TIMEOUT"]
-        ),
-    )
+    options = engine_options(url, app.config["DB_CONNECT_TIMEOUT"], app.config["DB_STATEMENT_TIMEOUT"])
+    if "connect_args" in options:
+        health = dbhealth.init_app(app, options["connect_args"])
+        options["connect_args"]["connection_factory"] = health.connection_class
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", options)
     db.init_app(app)
     migrate.init_app(app, db)
     # Registered after Flask-SQLAlchemy's teardown, so it runs before it.
@@ -87,13 +98,15 @@ def discard_session():
 
 
 def database_answers():
-    """Return True if the database answers ``SELECT 1`` now, within the connect timeout.
+    """Return True if the database answers ``SELECT 1`` now, on a fresh connection.
 
-    On a fresh connection, not a pooled one: a pooled connection to a server that
-    hangs (sockets open, nothing answering) would block the probe indefinitely,
-    while a new connection gives up after ``DB_CONNECT_TIMEOUT``.
+    On PostgreSQL: False at once while the database is known to be down, else the
+    health probe's verdict (``DB_PROBE_TIMEOUT``). Elsewhere: within the connect timeout.
     """
     app = current_app
+    health = dbhealth.of(app)
+    if health is not None:
+        return health.check_now()
     probe = app.extensions.get("starter_probe_engine")
     if probe is None:
         options = engine_options(

@@ -32,9 +32,14 @@ import io
 import os
 from dataclasses import dataclass
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from contextlib import contextmanager
 
+from flask import current_app
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from . import dbhealth
 from .db import db
 from .models import PROCEDURE_MAX, PXCODE_MAX, PXCODE_RULE, PxCode, is_pxcode, is_storable_text
 from .textfile import TextFileError, read_utf8
@@ -213,7 +218,7 @@ def load_rows(rows, replace=False, progress=None):
     progress = progress or (lambda n: None)
     engine = db.engine
     try:
-        with engine.begin() as connection:
+        with _transaction(engine) as connection:
             if engine.dialect.name == "postgresql":
                 result = _load_postgresql(connection, rows, replace, progress)
             else:
@@ -225,6 +230,28 @@ def load_rows(rows, replace=False, progress=None):
         ) from exc
     result.replace = replace
     return result
+
+
+@contextmanager
+def _transaction(engine):
+    """One transaction on ``engine``'s database.
+
+    On PostgreSQL on a connection of its own that waits the blocking way: psycopg2
+    refuses COPY under the service's wait callback (``dbhealth``), and a bulk load
+    may outlast the deadlines the service gives its statements.
+    """
+    if engine.dialect.name != "postgresql":
+        with engine.begin() as connection:
+            yield connection
+        return
+    with dbhealth.blocking_waits():
+        options = current_app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+        plain = create_engine(engine.url, poolclass=NullPool, connect_args=options.get("connect_args", {}))
+        try:
+            with plain.begin() as connection:
+                yield connection
+        finally:
+            plain.dispose()
 
 
 def _copy_rows(cursor, table, rows, progress):

@@ -123,8 +123,9 @@ class VersionWatch:
             except Exception as exc:  # any failure: the watch is off until reconnected
                 if generation != self._generation:
                     return
-                if failures == 0:
-                    log.warning("version watch lost the database (%s); reconnecting", exc)
+                if failures == 0:  # once per outage, on one line
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    log.warning("version watch lost the database (%s); reconnecting", reason)
                 failures += 1
             if generation == self._generation:
                 self._known = None

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import pwd
+import select
 import shutil
 import signal
 import socket
@@ -118,6 +119,21 @@ class PrivatePostgres:
     def stop(self, mode="fast"):
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
 
+    def crash(self):
+        """``kill -9`` of the postmaster: its backends are left to notice and exit by themselves."""
+        os.kill(self.pid, signal.SIGKILL)
+
+    def start_after_crash(self, deadline=20):
+        """Start again once the crashed server's backends have let go of its shared memory."""
+        end = time.monotonic() + deadline
+        while True:
+            try:
+                return self.start()
+            except RuntimeError:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.1)
+
     @property
     def pid(self):
         """The postmaster's PID, or None when it is not running."""
@@ -217,7 +233,8 @@ def rows(url, sql, **params):
 class ProductionServer:
     """``python serve.py`` (granian, the image's settings) in its own process group; stopped by PID."""
 
-    def __init__(self, database_url, tmp, **extra_env):
+    def __init__(self, database_url, tmp, target=None, **extra_env):
+        """``target``: another WSGI app for serve.py (``module:app``, importable through PYTHONPATH)."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.logfile = Path(tmp) / "server.log"
@@ -241,7 +258,8 @@ class ProductionServer:
         }
         self._log = open(self.logfile, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, str(SERVE)], cwd=APP_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, str(SERVE), *([target] if target else [])], cwd=APP_ROOT, env=env,
+            stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.pid = self.process.pid
@@ -410,6 +428,83 @@ def status_of(session, url):
         return session.get(url, timeout=REQUEST_TIMEOUT).status_code
     except requests.RequestException:
         return None
+
+
+class BlackHoleProxy:
+    """A TCP proxy to a local port that can turn into a black hole, as a lost network or peer does.
+
+    Forwarding, it relays bytes both ways. Black-holed, it still accepts connections (the kernel
+    completes the handshake) but neither reads nor answers anything, on new and open connections
+    alike. ``restore()`` closes every connection it held and forwards again. Threads in this process.
+    """
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = self._listener.getsockname()[1]
+        self._forwarding = threading.Event()
+        self._forwarding.set()
+        self._closed = False
+        self._held = []  # sockets to close when the black hole ends
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def black_hole(self):
+        self._forwarding.clear()
+
+    def restore(self):
+        with self._lock:
+            held, self._held = self._held, []
+        for sock in held:
+            sock.close()
+        self._forwarding.set()
+
+    def close(self):
+        self._closed = True
+        self._listener.close()
+        self.restore()
+
+    def _hold(self, *sockets):
+        with self._lock:
+            self._held.extend(sockets)
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._forwarding.is_set():
+                self._hold(client)
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            self._hold(client, upstream)
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client, upstream):
+        peers = {client: upstream, upstream: client}
+        try:
+            while not self._closed and self._forwarding.is_set():
+                readable, _, _ = select.select(list(peers), [], [], 0.1)
+                if not self._forwarding.is_set():
+                    break  # black-holed: what was sent stays unread, nothing is answered
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    peers[sock].sendall(data)
+                else:
+                    continue
+                break
+        except OSError:
+            pass
+        if self._forwarding.is_set():  # an end of its own; black-holed, restore() closes them
+            client.close()
+            upstream.close()
 
 
 class PrivateRedis:

@@ -70,14 +70,16 @@ def get_pxcode(pxcode):
 @admin_required
 def create_pxcode():
     code = _valid(PxCode.from_dict, json_object())
+    # The answer is built from what is written, before the commit: after it, reading the
+    # (expired) row again could fail and turn a stored write into a 503.
+    body, etag = code.to_dict(), code.etag
     db.session.add(code)
     try:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        raise Conflict(f"pxcode {code.pxcode!r} already exists") from None
-    body = code.to_dict()
-    return json_with_etag(code.etag, body, 201, {"Location": body["url"]})
+        raise Conflict(f"pxcode {body['pxcode']!r} already exists") from None
+    return json_with_etag(etag, body, 201, {"Location": body["url"]})
 
 
 @bp.put("/pxcodes/<pxcode>")
@@ -108,10 +110,12 @@ def _change(pxcode, partial):
     code = PxCode.get_or_404(pxcode)
     require_if_match(code.etag)
     changes = _valid(code.changes_from, json_object(), partial)
+    # The answer is what the write stores, built before the commit: no query after it,
+    # so a 503 always means "not written".
+    written = PxCode(pxcode=code.pxcode, procedure=changes.get("procedure", code.procedure))
     if changes:
         _apply_if_unchanged(update(PxCode).values(**changes), code)
-        db.session.refresh(code)
-    return json_with_etag(code.etag, code.to_dict())
+    return json_with_etag(written.etag, written.to_dict())
 
 
 def _apply_if_unchanged(statement, code):

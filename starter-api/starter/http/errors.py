@@ -5,6 +5,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
+from .. import dbhealth
 from ..db import discard_session
 
 RETRY_AFTER_SECONDS = 1
@@ -27,9 +28,18 @@ def handle_http_exception(exc):
 
 
 def handle_database_unavailable(exc):
-    """The database cannot be reached: 503 with Retry-After, not a 500."""
+    """The database cannot be reached: 503 with Retry-After, not a 500.
+
+    Not a log line per request (an outage would flood the log): the database's
+    health logs the outage once, with the count of requests refused meanwhile.
+    """
     discard_session()
-    current_app.logger.warning("database unavailable: %s", str(exc.orig).strip())
+    reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    health = dbhealth.of(current_app)
+    if health is not None:
+        health.note_refused(reason)
+    else:
+        current_app.logger.warning("database unavailable: %s", reason)
     return error_response(
         ServiceUnavailable.code,
         "the database is unavailable, retry shortly",

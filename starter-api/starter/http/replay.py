@@ -194,7 +194,8 @@ def init_app(app):
         return
     if not config["READ_CACHE_MAX_STALE"] > 0 or config["READ_CACHE_ENTRIES"] < 1:
         raise ConfigError("READ_CACHE_MAX_STALE and READ_CACHE_ENTRIES must be positive")
-    connect_args = engine_options(
+    # The app's own connect arguments: the watch's waits get the same deadlines (dbhealth).
+    connect_args = config.get("SQLALCHEMY_ENGINE_OPTIONS", {}).get("connect_args") or engine_options(
         url, config["DB_CONNECT_TIMEOUT"], config["DB_STATEMENT_TIMEOUT"]
     )["connect_args"]
     watch = VersionWatch(url, connect_args, config["READ_CACHE_MAX_STALE"])
