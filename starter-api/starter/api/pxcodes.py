@@ -3,7 +3,7 @@
 from flask import current_app, request
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import BadRequest, Conflict, PreconditionFailed
+from werkzeug.exceptions import Conflict, PreconditionFailed
 
 from ..auth import admin_required
 from ..db import db
@@ -21,7 +21,7 @@ from ..http.pagination import PageArgs, render_page
 from ..http.payload import json_object
 from ..http.replay import offer
 from ..limits import per_user
-from ..models import DataVersion, PxCode, ValidationError
+from ..models import DataVersion, PxCode
 from ..queries import Pager, PxCodeListing
 from . import bp
 
@@ -69,7 +69,7 @@ def get_pxcode(pxcode):
 @per_user
 @admin_required
 def create_pxcode():
-    code = _valid(PxCode.from_dict, json_object())
+    code = PxCode.from_dict(json_object())
     # The answer is built from what is written, before the commit: after it, reading the
     # (expired) row again could fail and turn a stored write into a 503.
     body, etag = code.to_dict(), code.etag
@@ -109,7 +109,7 @@ def delete_pxcode(pxcode):
 def _change(pxcode, partial):
     code = PxCode.get_or_404(pxcode)
     require_if_match(code.etag)
-    changes = _valid(code.changes_from, json_object(), partial)
+    changes = code.changes_from(json_object(), partial)
     # The answer is what the write stores, built before the commit: no query after it,
     # so a 503 always means "not written".
     written = PxCode(pxcode=code.pxcode, procedure=changes.get("procedure", code.procedure))
@@ -131,10 +131,3 @@ def _apply_if_unchanged(statement, code):
         db.session.rollback()
         raise PreconditionFailed("the item changed meanwhile: fetch it again")
     db.session.commit()
-
-
-def _valid(build, *args):
-    try:
-        return build(*args)
-    except ValidationError as exc:
-        raise BadRequest(str(exc)) from None

@@ -7,6 +7,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from .. import dbhealth
 from ..db import discard_session
+from ..models import ValidationError
 
 RETRY_AFTER_SECONDS = 1
 
@@ -54,8 +55,14 @@ def handle_unexpected(exc):
     return error_response(InternalServerError.code, InternalServerError.description)
 
 
+def handle_invalid_input(exc):
+    """Input that does not describe a valid record (``models.ValidationError``): 400 saying why."""
+    return error_response(400, str(exc))
+
+
 def init_app(app):
     """Send every error through ``error_response``."""
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(ValidationError, handle_invalid_input)
     app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)
