@@ -9,12 +9,14 @@ with ``docker compose exec`` (which skips the image's entrypoint) sees the same 
   SECRET_KEY               Flask's secret key
   POSTGRES_PASSWORD        the database password, handed to libpq as PGPASSWORD (DATABASE_URL names none)
   STARTER_ADMIN_PASSWORD   bootstrap's admin, when STARTER_ADMIN_USERNAME is set
+  DATABASE_URL             a whole URL, when it holds a password (an external database)
+  RATELIMIT_STORAGE_URI    likewise, for a Redis with a password
 """
 
 import os
 from pathlib import Path
 
-NAMES = ("SECRET_KEY", "POSTGRES_PASSWORD", "STARTER_ADMIN_PASSWORD")
+NAMES = ("SECRET_KEY", "POSTGRES_PASSWORD", "STARTER_ADMIN_PASSWORD", "DATABASE_URL", "RATELIMIT_STORAGE_URI")
 SECRETS_DIR = Path("/run/secrets")
 
 
