@@ -332,24 +332,39 @@ def staleness(replicas):
         writer = replicas[n % len(replicas)]
         title = f"STALENESS PROBE {n} {time.time_ns()}"
         etag = http.get(writer.base + ITEM, timeout=REQUEST_TIMEOUT).headers["ETag"]
+        pairs = [(reader, name, path) for reader in replicas if reader is not writer
+                 for name, path in probes.items()]
+        go = threading.Barrier(len(pairs) + 1)
+        acknowledged = []
+
+        def poll(reader, name, path, go=go, title=title, acknowledged=acknowledged):
+            # One client per (replica, URL), each on its own connection, polling from the acknowledgement on.
+            s = requests.Session()
+            s.headers["Authorization"] = http.headers["Authorization"]
+            s.get(reader.base + path, timeout=REQUEST_TIMEOUT)  # the connection, opened beforehand
+            go.wait(timeout=10)
+            while True:
+                body = s.get(reader.base + path, timeout=REQUEST_TIMEOUT).text
+                now = time.monotonic()
+                if title in body:
+                    with threading.Lock():
+                        seen[name].append((now - acknowledged[0]) * 1000)
+                    return
+                if now - acknowledged[0] > STALENESS_DEADLINE:
+                    late.append((n, reader.port, name))
+                    return
+
+        pollers = [threading.Thread(target=poll, args=pair, daemon=True) for pair in pairs]
+        for thread in pollers:
+            thread.start()
         r = http.put(writer.base + ITEM, json={"procedure": title}, headers={"If-Match": etag},
                      timeout=REQUEST_TIMEOUT)
+        acknowledged.append(time.monotonic())
         if r.status_code != 200:
             return check(False, "staleness across replicas", f"PUT: HTTP {r.status_code} {r.text[:200]}")
-        acknowledged = time.monotonic()
-        for reader in replicas:
-            if reader is writer:
-                continue
-            for name, path in probes.items():
-                while True:
-                    body = http.get(reader.base + path, timeout=REQUEST_TIMEOUT).text
-                    now = time.monotonic()
-                    if title in body:
-                        seen[name].append((now - acknowledged) * 1000)
-                        break
-                    if now - acknowledged > STALENESS_DEADLINE:
-                        late.append((n, reader.port, name))
-                        break
+        go.wait(timeout=10)
+        for thread in pollers:
+            thread.join(timeout=STALENESS_DEADLINE + 5)
     figures = "; ".join(
         f"{name}: max {max(values):.1f} ms, median {statistics.median(values):.1f} ms over {len(values)} reads"
         for name, values in seen.items() if values
