@@ -323,6 +323,16 @@ for c in "${replicas[@]}"; do
 	docker logs "$c" 2>&1 | grep -q 'starter-api ready' || die "$c logged no 'starter-api ready' to docker logs"
 done
 ok "every replica logs to docker logs ('starter-api ready' in ${#replicas[@]} of them)"
+# A log file where asked (LOG_FILE): one process writes it for all, whole lines, and docker logs still
+# gets everything. Four writers at once, 2,000 lines each, on the read-only root filesystem.
+mkdir -p "$work/logs" && chmod 0777 "$work/logs"
+docker run --rm --network none --read-only --cap-drop ALL -v "$work/logs:/logs" -e LOG_FILE=/logs/starter-api.log \
+	starter-api sh -c 'for i in 1 2 3 4; do (seq 1 2000 | sed -u "s/^/writer $i line /") & done; wait' >"$work/tee.out" \
+	|| die "docker run -e LOG_FILE=... starter-api failed"
+[ "$(wc -l <"$work/logs/starter-api.log")" = 8000 ] && [ "$(wc -l <"$work/tee.out")" = 8000 ] \
+	&& ! grep -qvE '^writer [1-4] line [0-9]+$' "$work/logs/starter-api.log" \
+	|| die "LOG_FILE: $(wc -l <"$work/logs/starter-api.log") lines in the file, $(wc -l <"$work/tee.out") on stdout, expected 8000 whole lines in each"
+ok "LOG_FILE: 4 processes x 2,000 lines, all whole, in the file and on docker logs alike (one writer: logtee.py)"
 
 phase "down + up (data survives)"
 # The server (python serve.py: granian, master and workers) runs as the image's user, and docker stop's

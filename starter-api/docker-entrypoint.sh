@@ -10,5 +10,11 @@ set -eu
 
 [ "$#" -gt 0 ] || set -- python serve.py
 
+# Logs go to stdout/stderr (docker logs, rotated by Docker). LOG_FILE asks for a file as well: one
+# process (logtee.py) then writes it for all the server's processes, and passes signals on.
+if [ -n "${LOG_FILE:-}" ]; then
+	set -- python /app/logtee.py "$LOG_FILE" -- "$@"
+fi
+
 # exec: the command becomes this process, so docker stop's SIGTERM reaches it.
 exec "$@"
