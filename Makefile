@@ -9,7 +9,7 @@ COMPOSE       := docker compose $(COMPOSE_FILES)
 IMAGES        := db/postgres_datastore db/postgres starter-api
 REPLICAS      ?= 2
 
-.PHONY: help env build up down ps logs destroy clean lint diagram standins stack-test
+.PHONY: help env build up down ps logs destroy clean lint diagram standins stack-test replica-test k8s-test
 
 help:
 	@sed -n 's/^\([a-z-]*\):.*## \(.*\)/  make \1\t\2/p' $(MAKEFILE_LIST) | expand -t 24
@@ -62,3 +62,9 @@ standins: ## build local stand-ins for python:3.13-slim, postgres:17, redis:8, n
 
 stack-test: ## build, run and check the whole stack (root; host networking only)
 	bash stack/test-stack.sh
+
+replica-test: ## three replicas behind proxy/nginx.conf without Docker: failover, shared limits, throughput (root)
+	bash stack/test-replicas.sh
+
+k8s-test: ## render every Kubernetes overlay and validate it (no cluster)
+	bash stack/test-kubernetes.sh

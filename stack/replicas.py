@@ -53,7 +53,7 @@ from servers import (  # noqa: E402
 PROXY_CONF = ROOT / "proxy" / "nginx.conf"
 REPLICAS = 3
 READERS = 64  # clients reading through the proxy during the kill and the rolling restart
-WRITERS = 4  # clients creating codes through the proxy meanwhile
+WRITERS = 2  # clients creating codes through the proxy meanwhile, ~8 writes/s each
 LOAD_SECONDS = 20
 KILL_AT, RESTART_AT = 6, 12  # seconds into the kill phase
 LIMITED = "100 per hour"  # the per-user limit of the shared-budget check (one window for the whole check)
@@ -222,7 +222,7 @@ class Load:
             with self.lock:
                 self.writes.append((code, status))
             i += 1
-            time.sleep(0.02)
+            time.sleep(0.1)
 
     def __enter__(self):
         self.started = time.monotonic()
@@ -353,6 +353,7 @@ def staleness(replicas):
                 if now - acknowledged[0] > STALENESS_DEADLINE:
                     late.append((n, reader.port, name))
                     return
+                time.sleep(0.0005)  # four pollers must not starve the replicas they poll of CPU
 
         pollers = [threading.Thread(target=poll, args=pair, daemon=True) for pair in pairs]
         for thread in pollers:
@@ -449,7 +450,7 @@ def throughput(replicas, proxy):
         proxy.reload([r.port for r in replicas[:n]])
         runs[f"proxy, {n} replica{'s' * (n > 1)}"] = wrk(proxy.base + ITEM, authorization)
     say(f"throughput: wrk -t2 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s GET {ITEM} (basic auth, cached; rate limits "
-        f"counted in Redis), wrk on the same {os.cpu_count()} cores:")
+        f"counted in Redis), wrk on the same {os.cpu_count()} cores; load average {load_average()}:")
     for name, run in runs.items():
         say(f"  {name:<20} {run['rate']:>8.0f} req/s   p50 {run['p50']:6.2f} ms   p99 {run['p99']:6.2f} ms"
             f"{'   non-2xx/3xx ' + str(run['bad']) if run['bad'] else ''}{'   ' + run['errors'] if run['errors'] else ''}")
@@ -460,8 +461,14 @@ def throughput(replicas, proxy):
           ", ".join(f"{name}: {run['rate']:.0f}/s" for name, run in runs.items()))
 
 
+def load_average():
+    """The machine's 1-minute load average: the figures are only as good as the machine was quiet."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def main():
     started = time.monotonic()
+    say(f"load average {load_average()} on {os.cpu_count()} cores")
     for tool in ("nginx", "wrk", "redis-server"):
         if shutil.which(tool) is None:
             raise SystemExit(f"replicas: {tool} is not installed (stack/test-replicas.sh installs it)")
@@ -532,7 +539,7 @@ def main():
         pg.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
     failed = [r for r in results if not r[0]]
-    say(f"took {time.monotonic() - started:.0f} s")
+    say(f"took {time.monotonic() - started:.0f} s; load average {load_average()}")
     for _, name, _detail in failed:
         say(f"FAILED: {name}")
     print(f"replicas: {len(results) - len(failed)} passed, {len(failed)} failed", flush=True)
