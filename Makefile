@@ -25,7 +25,7 @@ env: .env secrets/postgres_password secrets/secret_key ## make .env from .env.ex
 # 10001, 999) can read them where Compose mounts them.
 secrets/postgres_password secrets/secret_key:
 	install -d -m 0700 secrets
-	umask 022 && python3 -c 'import secrets, sys; sys.stdout.write(secrets.token_urlsafe(32))' > $@
+	umask 022 && python3 -I -c 'import secrets, sys; sys.stdout.write(secrets.token_urlsafe(32))' > $@
 	@echo "wrote $@"
 
 build: ## build the images db/postgres_datastore, db/postgres, starter-api (redis:8 and nginx:1.28 run as they are)

@@ -18,11 +18,11 @@ repo="$(cd "$here/.." && pwd)"
 # Debian's nginx package starts a server on port 80 when installed; nothing here wants that one.
 if ! command -v nginx >/dev/null 2>&1; then
 	if [ -e /usr/sbin/policy-rc.d ]; then
-		install_packages nginx-light
+		install_packages nginx
 	else
 		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
 		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-		install_packages nginx-light
+		install_packages nginx
 		rm -f /usr/sbin/policy-rc.d
 		trap - EXIT
 	fi

@@ -110,6 +110,10 @@ wait_healthy() {
 
 port_free() { [ -z "$(ss -Hltn "sport = :$1")" ]; }
 
+# logs_have CONTAINER ERE: whether the container's log has a line matching ERE (read whole first: under
+# pipefail, `docker logs | grep -q` fails when grep stops reading early and docker logs gets SIGPIPE).
+logs_have() { docker logs "$1" >"$work/logs-of-$1" 2>&1; grep -Eq "$2" "$work/logs-of-$1"; }
+
 # The containers of a service, by name (flask-db-docker-starter-api-1, ...).
 service_containers() { compose ps -a --format '{{.Name}}' "$1" | sort; }
 
@@ -219,10 +223,10 @@ ok "postgres, redis, $REPLICAS replicas (${replicas[*]}) and $proxy healthy; pos
 # Migrations ran once, in migrate, before any replica started (service_completed_successfully).
 [ "$(docker container inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$migrate")" = "exited 0" ] \
 	|| die "$migrate did not exit 0"
-docker logs "$migrate" 2>&1 | grep -q 'Database ready' || die "$migrate did not prepare the database"
+logs_have "$migrate" 'Database ready' || die "$migrate did not prepare the database"
 migrate_done=$(docker container inspect -f '{{.State.FinishedAt}}' "$migrate")
 for c in "${replicas[@]}"; do
-	! docker logs "$c" 2>&1 | grep -Eq 'Database ready|Running upgrade' || die "$c ran migrations itself"
+	! logs_have "$c" 'Database ready|Running upgrade' || die "$c ran migrations itself"
 	started=$(docker container inspect -f '{{.State.StartedAt}}' "$c")
 	[[ "$started" > "$migrate_done" ]] || die "$c started ($started) before $migrate finished ($migrate_done)"
 done
@@ -237,7 +241,8 @@ for c in "${replicas[0]}" "$migrate" "$proxy"; do
 	conf=$(docker container inspect -f '{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config "max-size"}}' "$c")
 	[[ "$conf" =~ ^true\ \[ALL\]\ \[no-new-privileges:true\]\ [1-9][0-9]*\ [1-9][0-9]*\ json-file\ [0-9]+m$ ]] \
 		|| die "$c: read-only/cap_drop/no-new-privileges/limits/log rotation not as expected: $conf"
-	! docker container inspect "$c" | grep -qF -e "$pg_password" -e "$secret_key" || die "$c: a secret shows in docker inspect"
+	docker container inspect "$c" >"$work/inspect-$c.json"
+	! grep -qF -e "$pg_password" -e "$secret_key" "$work/inspect-$c.json" || die "$c: a secret shows in docker inspect"
 done
 ok "replicas, migrate and proxy: read-only root, cap_drop ALL, no-new-privileges, CPU and memory limits, json-file logs rotated; no secret in docker inspect"
 # redis: the stand-in (like the official image) drops from root to the user redis (uid 999).
@@ -320,7 +325,7 @@ curl -s -o "$work/big.out" -w '%{http_code}' -u admin:admin -H 'Content-Type: ap
 ok "a 70 kB body: 413 from the proxy, as JSON ($(cat "$work/big.out"))"
 # Logs: docker logs (json-file, rotated by Docker), from every replica.
 for c in "${replicas[@]}"; do
-	docker logs "$c" 2>&1 | grep -q 'starter-api ready' || die "$c logged no 'starter-api ready' to docker logs"
+	logs_have "$c" 'starter-api ready' || die "$c logged no 'starter-api ready' to docker logs"
 done
 ok "every replica logs to docker logs ('starter-api ready' in ${#replicas[@]} of them)"
 # A log file where asked (LOG_FILE): one process writes it for all, whole lines, and docker logs still
@@ -344,7 +349,7 @@ compose stop --timeout 20 starter-api
 for c in "${replicas[@]}"; do
 	code=$(docker container inspect -f '{{.State.ExitCode}}' "$c")
 	[ "$code" = 0 ] || die "$c exited $code on docker stop, expected 0 (a graceful shutdown)"
-	docker logs "$c" 2>&1 | grep -q 'Granian shutdown completed' || die "no graceful shutdown in $c's log"
+	logs_have "$c" 'Granian shutdown completed' || die "no graceful shutdown in $c's log"
 done
 ok "python serve.py runs as uid 10001; docker stop: $REPLICAS replicas shut down gracefully, exit 0 after $((SECONDS - t0)) s"
 compose down --timeout 20
