@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build local stand-ins for the official base images the project's Dockerfiles use
-# (python:3.13-slim, postgres:17, redis:8, busybox), for machines that cannot pull from Docker Hub.
+# (python:3.13-slim, postgres:17, redis:8, nginx:1.28, busybox), for machines that cannot pull from Docker Hub.
 # A stand-in is kept between runs and rebuilt only when its files here change (or `docker rmi TAG`).
 # Needs a running Docker engine (stack/test-stack.sh starts one); installs debootstrap and busybox-static.
 set -euo pipefail
@@ -64,6 +64,7 @@ main() {
 	build_standin python:3.13-slim python "$CA_BUNDLE"
 	build_standin postgres:17 postgres
 	build_standin redis:8 redis
+	build_standin nginx:1.28 nginx
 	build_standin busybox:latest busybox /bin/busybox
 }
 

@@ -1,24 +1,20 @@
 #!/bin/sh
 # starter-api container entrypoint.
-#   (default) python serve.py   prepare the database (`python manage.py bootstrap`: wait for it, create
-#                               missing tables, load the starter codes into an empty table), then exec the
-#                               server (granian; its settings: serve.py).
+#   (default) python serve.py   the server (granian; its settings: serve.py). It does not touch the
+#                               schema: `python manage.py bootstrap` does that once per rollout, in
+#                               docker-compose.yml's one-shot `migrate` service (Kubernetes: a Job).
 #   any other command           run as given, e.g. `/bin/sh` or `python manage.py createdb`.
+# Secrets (SECRET_KEY, POSTGRES_PASSWORD, or their *_FILE forms) are read by the Python entry points
+# themselves (secret_files.py), so `docker compose exec ... python manage.py` sees them too.
 set -eu
 
-# A LOG_DIR this user cannot write (docker makes a missing ./logs as root) is handled by the app
-# itself: it logs to stderr only and says so.
-
-# libpq (psql, and the app when DATABASE_URL names no password) reads PGPASSWORD; .env names it
-# POSTGRES_PASSWORD.
-if [ -z "${PGPASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD:-}" ]; then
-	export PGPASSWORD="$POSTGRES_PASSWORD"
-fi
-
 [ "$#" -gt 0 ] || set -- python serve.py
-if [ "$1" = python ] && [ "${2:-}" = serve.py ]; then
-	python manage.py bootstrap
+
+# Logs go to stdout/stderr (docker logs, rotated by Docker). LOG_FILE asks for a file as well: one
+# process (logtee.py) then writes it for all the server's processes, and passes signals on.
+if [ -n "${LOG_FILE:-}" ]; then
+	set -- python /app/logtee.py "$LOG_FILE" -- "$@"
 fi
 
-# exec: the server becomes this process, so docker stop's SIGTERM reaches it.
+# exec: the command becomes this process, so docker stop's SIGTERM reaches it.
 exec "$@"

@@ -9,14 +9,16 @@ import sys
 import click
 from flask.cli import FlaskGroup
 
+import secret_files
 from starter import create_app
 from starter.config import ConfigError
 
 
 def _create_app():
     try:
+        secret_files.load()
         return create_app()
-    except ConfigError as exc:
+    except (ConfigError, secret_files.SecretFileError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
 
