@@ -28,14 +28,13 @@ pytest_plugins = ("servers",)
 
 
 def clear_process_caches():
-    """Forget what earlier tests' apps left in this process (credentials, pages, counts)."""
+    """Forget what earlier tests' apps left in this process (pages, counts); each app has its
+    own remembered credentials."""
     from limits.storage import MemoryStorage
 
     from starter.api.pxcodes import pager, rendered_pages
-    from starter.auth import verified
     from starter.limits import limiter
 
-    verified.clear()
     pager.clear()
     rendered_pages.clear()
     if isinstance(limiter.storage, MemoryStorage):  # never wipe a shared Redis
