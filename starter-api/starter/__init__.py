@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import cli, config, db, limits, logconfig
-from .http import bodies, errors, headers, replay
+from . import auth, cli, config, db, limits, logconfig
+from .http import bodies, errors, headers, hosts, replay
 from .http.environ import without_process_environment
 from .http.unread_body import closing_after_unread_body
 
@@ -40,6 +40,8 @@ def create_app(test_config=None):
     errors.init_app(app)
     headers.init_app(app)
     limits.init_app(app)
+    hosts.init_app(app)
+    auth.init_app(app)
     cli.init_app(app)
     _register_blueprints(app)
     _enable_cors(app)

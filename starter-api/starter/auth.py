@@ -1,15 +1,22 @@
-"""Who is calling: HTTP basic auth, and signed time-limited tokens (flask-httpauth).
+"""Who is calling: HTTP basic auth and signed time-limited tokens, through flask-httpauth.
 
-A token is accepted two ways: as the basic-auth username with an empty
-password (the seed's contract) and as ``Authorization: Bearer <token>``.
-Tokens carry a digest of the password hash, so changing a password revokes them.
+``authenticate`` is the one call that turns an ``Authorization`` header value into a
+verified principal, or None: flask-httpauth's login flow uses it, and so does the read
+cache (with the users' data version it knows, and then only for credentials verified
+recently, without a hash, a query or an app context). The header is parsed once, by
+``credentials.parse``, so both paths mean the same by it.
 
-A password hash takes tens of milliseconds by design, so verified basic-auth
-credentials are remembered for ``AUTH_CACHE_SECONDS``, keyed by a keyed digest
-of username and password (never the password itself). An entry holds only
-while the users' data version is the one it was verified at: any change to
-any user (a new password, a removal) invalidates them all at once, and the
-check costs nothing more than the version read every request makes anyway.
+A token is accepted two ways: as the basic-auth username with an empty password (the
+seed's contract) and as ``Authorization: Bearer <token>``. Tokens carry a digest of the
+password hash, so changing a password revokes them. A new token needs the password.
+
+A password hash takes tens of milliseconds of CPU by design. Verified credentials are
+remembered for ``AUTH_CACHE_SECONDS``, keyed by a keyed digest (never the password); an
+entry holds only while the users' data version is the one it was verified at, so any
+change to any user invalidates them all at once. Credentials not remembered are guesses
+as far as the rate limits go (``limits.refuse_failed_logins``), and at most
+``AUTH_PASSWORD_CHECKS`` hashes run at once per worker: beyond that the answer is 503,
+so unverified credentials cannot take the CPU the verified ones are served with.
 """
 
 import functools
@@ -22,37 +29,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cachetools import TTLCache
-from flask import current_app
-from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
+from flask import current_app, request
+from flask_httpauth import HTTPAuth
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from werkzeug.datastructures import Authorization
-from werkzeug.exceptions import Forbidden
+from werkzeug.exceptions import Forbidden, ServiceUnavailable
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import limits
+from . import credentials, limits, principal
 from .db import db
 from .http.errors import error_response
 from .models import DataVersion, User
+from .principal import PASSWORD, TOKEN, Principal
 
 TOKEN_SALT = "starter-api.auth-token"
-
-basic_auth = HTTPBasicAuth(realm="starter-api")
-token_auth = HTTPTokenAuth(scheme="Bearer", realm="starter-api")
-auth = MultiAuth(basic_auth, token_auth)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated user as the request sees it: a snapshot, not a database row."""
-
-    id: int
-    username: str
-    is_admin: bool
-    credential_stamp: str
-
-    @classmethod
-    def of(cls, user):
-        return cls(user.id, user.username, user.is_admin, user.credential_stamp)
+REALM = "starter-api"
+EXTENSION = "starter_auth"
+HASH_RETRY_AFTER_SECONDS = 1
 
 
 class VerifiedCredentials:
@@ -67,10 +59,9 @@ class VerifiedCredentials:
     would stall on the same password hash each time a busy client's entry ran out.
     """
 
-    def __init__(self, maxsize=4096):
-        self._maxsize = maxsize
-        self._entries = None
-        self._ttl = None
+    def __init__(self, seconds, maxsize=4096):
+        self._ttl = seconds
+        self._entries = TTLCache(maxsize, seconds, timer=time.monotonic) if seconds > 0 else None
         self._key = secrets.token_bytes(32)  # per process: digests are useless elsewhere
         self._lock = threading.Lock()
 
@@ -78,31 +69,16 @@ class VerifiedCredentials:
         message = "\0".join(str(part) for part in parts).encode("utf-8", "surrogatepass")
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
-    def _cache(self):
+    def lookup(self, users_version, parts, claim=False):
+        """The principal these credentials proved recently, if still valid, else None.
+
+        An entry due to be verified again gives None to the one caller that claims the
+        re-check (``claim``: a request in the app); without ``claim`` (the read cache) it
+        gives None until a request is re-checking it, which sends the request to the app.
+        """
         if self._entries is None:
-            self._ttl = current_app.config["AUTH_CACHE_SECONDS"]
-            self._entries = TTLCache(self._maxsize, self._ttl, timer=time.monotonic)
-        return self._entries
-
-    def lookup(self, *parts):
-        """Return the principal these credentials proved recently, if still valid, else None.
-
-        None also when the entry is due to be verified again and this caller is the
-        one to do it.
-        """
-        if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
             return None
-        return self.lookup_at(DataVersion.current().users, *parts, claim=True)
-
-    def lookup_at(self, users_version, *parts, claim=False):
-        """``lookup`` for a caller that knows the users' version (and may run outside Flask).
-
-        Without ``claim`` (the read cache), an entry due to be verified again that no
-        request is re-checking yet gives None, which sends the request to the app.
-        """
         with self._lock:
-            if self._entries is None:
-                return None
             entry = self._entries.get(self._digest(parts))
             if entry is None or entry.users_version != users_version:
                 return None
@@ -111,18 +87,12 @@ class VerifiedCredentials:
                 return None
             return entry.principal
 
-    def remember(self, principal, *parts):
-        if current_app.config["AUTH_CACHE_SECONDS"] <= 0:
+    def remember(self, principal, users_version, parts):
+        if self._entries is None:
             return
-        # The version was read before the credentials were checked, so a change made
-        # meanwhile makes this entry stale at once rather than missed.
-        entry = _Verified(principal, DataVersion.current().users, time.monotonic())
+        entry = _Verified(principal, users_version, time.monotonic())
         with self._lock:
-            self._cache()[self._digest(parts)] = entry
-
-    def clear(self):
-        with self._lock:
-            self._entries = None
+            self._entries[self._digest(parts)] = entry
 
 
 @dataclass
@@ -133,68 +103,96 @@ class _Verified:
     refreshing: bool = False
 
 
-verified = VerifiedCredentials()
+class Authenticator:
+    """The app's credentials: the verified ones remembered, the hash checks bounded."""
 
+    def __init__(self, config):
+        self.config = config
+        self.verified = VerifiedCredentials(config["AUTH_CACHE_SECONDS"])
+        self._hash_checks = threading.BoundedSemaphore(config["AUTH_PASSWORD_CHECKS"])
+        self._serializer = URLSafeTimedSerializer(config["SECRET_KEY"], salt=TOKEN_SALT)
 
-def _serializer(config):
-    return URLSafeTimedSerializer(config["SECRET_KEY"], salt=TOKEN_SALT)
+    def authenticate(self, authorization, users_version=None):
+        """The principal the header value ``authorization`` proves, or None.
 
-
-def issue_token(user):
-    """Return a signed token for ``user``, valid for ``TOKEN_EXPIRATION`` seconds."""
-    return _serializer(current_app.config).dumps({"uid": user.id, "stamp": user.credential_stamp})
-
-
-def _token_key(token, config):
-    """Return the cache key a valid, unexpired token stands for, else None."""
-    try:
-        # Signature and age: checked on every use, without the database.
-        claims = _serializer(config).loads(token, max_age=config["TOKEN_EXPIRATION"])
-        return ("token", int(claims["uid"]), str(claims["stamp"]))
-    except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
-        return None
-
-
-def user_from_token(token):
-    """Return the principal a valid, unexpired token names, else None."""
-    key = _token_key(token, current_app.config)
-    if key is None:
-        return None
-    principal = verified.lookup(*key)
-    if principal is not None:
-        return principal
-    DataVersion.current()  # read before the lookup: see VerifiedCredentials.remember
-    user = db.session.get(User, key[1])
-    if user is None or key[2] != user.credential_stamp:
-        return None
-    principal = Principal.of(user)
-    verified.remember(principal, *key)
-    return principal
-
-
-def remembered_principal(authorization, users_version, config):
-    """The principal the credentials in ``authorization`` (a header value) proved recently,
-    if the users are still at ``users_version``; else None. Needs no app context.
-
-    Parsed as flask-httpauth parses them (werkzeug): basic credentials, a token as
-    the basic username with an empty password, or a Bearer token.
-    """
-    credentials = Authorization.from_header(authorization)
-    if credentials is None:
-        return None
-    if credentials.type == "basic":
-        username, password = credentials.username, credentials.password
-        if not username:
+        Without ``users_version``, in a request: remembered credentials, else the hash or
+        the user lookup, with the failed-login budgets applied (429) and the hash checks
+        bounded (503). With it (the read cache): remembered credentials only.
+        """
+        parsed = credentials.parse(authorization)
+        key = self._key(parsed) if parsed is not None else None
+        if users_version is not None:
+            return self.verified.lookup(users_version, key) if key else None
+        # Read before the credentials are checked, so a change made meanwhile makes the
+        # entry remembered below stale at once rather than missed.
+        users_version = DataVersion.current().users
+        if key is not None:
+            remembered = self.verified.lookup(users_version, key, claim=True)
+            if remembered is not None:
+                return remembered
+        username = parsed.username if isinstance(parsed, credentials.Password) else None
+        if authorization is not None:
+            limits.refuse_failed_logins(username)
+        found = self._verify(parsed, key)
+        if found is None:
+            if authorization is not None:
+                limits.record_failed_login(username)
             return None
-        if password:
-            return verified.lookup_at(users_version, "basic", username, password)
-        token = username
-    elif credentials.type == "bearer":
-        token = credentials.token
-    else:
-        return None
-    key = _token_key(token, config) if token else None
-    return verified.lookup_at(users_version, *key) if key else None
+        self.verified.remember(found, users_version, key)
+        return found
+
+    def issue_token(self, principal):
+        return self._serializer.dumps({"uid": principal.id, "stamp": principal.credential_stamp})
+
+    def _key(self, parsed):
+        """What identifies these credentials in the remembered ones; None for a bad token."""
+        if isinstance(parsed, credentials.Password):
+            return ("basic", parsed.username, parsed.password)
+        try:
+            # Signature and age: checked on every use, without the database.
+            claims = self._serializer.loads(parsed.token, max_age=self.config["TOKEN_EXPIRATION"])
+            return ("token", int(claims["uid"]), str(claims["stamp"]))
+        except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
+            return None
+
+    def _verify(self, parsed, key):
+        if key is None:
+            return None
+        if isinstance(parsed, credentials.Password):
+            return self._check_password(parsed.username, parsed.password)
+        user = db.session.get(User, key[1])
+        if user is None or key[2] != user.credential_stamp:
+            return None
+        return Principal.of(user, TOKEN)
+
+    def _check_password(self, username, password):
+        user = User.by_username(username)
+        if not self._hash_checks.acquire(blocking=False):
+            # No waiting: a waiting thread is one the verified users' requests cannot have.
+            raise ServiceUnavailable(
+                "too many password checks at once; retry shortly",
+                retry_after=HASH_RETRY_AFTER_SECONDS,
+            )
+        try:
+            if user is None:
+                # Hash anyway, so an unknown name costs what a wrong password does.
+                check_password_hash(_decoy_hash(self.config["PASSWORD_HASH_METHOD"]), password)
+                return None
+            if not user.verify_password(password):
+                return None
+        finally:
+            self._hash_checks.release()
+        return Principal.of(user, PASSWORD)
+
+
+def authenticate(app, authorization, users_version=None):
+    """``app``'s principal for the ``Authorization`` header value, or None (see ``Authenticator``)."""
+    return app.extensions[EXTENSION].authenticate(authorization, users_version)
+
+
+def issue_token(principal):
+    """A signed token for ``principal``, valid for ``TOKEN_EXPIRATION`` seconds."""
+    return current_app.extensions[EXTENSION].issue_token(principal)
 
 
 @lru_cache(maxsize=4)
@@ -202,54 +200,60 @@ def _decoy_hash(method):
     return generate_password_hash("decoy password", method=method)
 
 
-@basic_auth.verify_password
-def verify_password(username, password):
-    """Return the principal the credentials prove, else None."""
-    if not username:
+class _HeaderAuth(HTTPAuth):
+    """flask-httpauth's login flow, with the header parsed and verified by ``authenticate``."""
+
+    def get_auth(self):
+        return request.headers.get("Authorization")
+
+    def get_auth_password(self, auth):
         return None
-    if not password:
-        return user_from_token(username)
-    principal = verified.lookup("basic", username, password)
-    if principal is not None:
-        return principal
-    DataVersion.current()  # read before the check: see VerifiedCredentials.remember
-    user = User.by_username(username)
-    if user is None:
-        # Hash anyway, so an unknown name costs what a wrong password does.
-        check_password_hash(_decoy_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
-        return None
-    if not user.verify_password(password):
-        return None
-    principal = Principal.of(user)
-    verified.remember(principal, "basic", username, password)
-    return principal
+
+    def authenticate(self, auth, stored_password):
+        if auth is None:
+            return None
+        found = authenticate(current_app, auth)
+        if found is not None:
+            principal.set_current(found)
+        return found
+
+    def authenticate_header(self):
+        scheme = "Bearer" if credentials.is_bearer(request.headers.get("Authorization")) else "Basic"
+        return f'{scheme} realm="{self.realm}"'
 
 
-@token_auth.verify_token
-def verify_token(token):
-    return user_from_token(token) if token else None
+auth = _HeaderAuth(scheme="Basic", realm=REALM)
 
 
+@auth.error_handler
 def auth_error(status):
     """Auth failures use the API's JSON error body; flask-httpauth adds WWW-Authenticate."""
-    if status == 401:
-        limits.record_failed_login()
     message = "valid credentials required" if status == 401 else None
     return error_response(status, message)
 
 
-basic_auth.error_handler(auth_error)
-token_auth.error_handler(auth_error)
-
-
 def login_required(view):
-    """Authenticate the request (basic or Bearer), unless its address failed too often."""
-    authenticated = auth.login_required(view)
+    """Authenticate the request (basic or Bearer) before ``view``."""
+    return auth.login_required(view)
+
+
+def current_principal():
+    return principal.current()
+
+
+def password_required(view):
+    """Let only a request proved by a password through: a token cannot mint a new token."""
 
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
-        limits.refuse_after_failed_logins()
-        return authenticated(*args, **kwargs)
+        if principal.current().proved_by != PASSWORD:
+            # Not a failed login: the token is valid, it just cannot outlive itself.
+            return error_response(
+                401,
+                "a new token needs the user's password (basic auth), not a token",
+                {"WWW-Authenticate": f'Basic realm="{REALM}"'},
+            )
+        return view(*args, **kwargs)
 
     return wrapped
 
@@ -259,8 +263,13 @@ def admin_required(view):
 
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
-        if not auth.current_user().is_admin:
+        if not principal.current().is_admin:
             raise Forbidden("this request needs an admin user")
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def init_app(app):
+    """Give ``app`` its credentials (remembered per app, hash checks bounded per process)."""
+    app.extensions[EXTENSION] = Authenticator(app.config)

@@ -57,6 +57,17 @@ def _database_url(environ):
     return url.render_as_string(hide_password=False)
 
 
+def _trusted_hosts(environ, default):
+    """``TRUSTED_HOSTS`` as Flask takes it: a list of names, or None for any host (``*``)."""
+    value = (environ.get("TRUSTED_HOSTS") or default).strip()
+    if value == "*":
+        return None
+    hosts = [h.strip() for h in value.split(",") if h.strip()]
+    if not hosts:
+        raise ConfigError("TRUSTED_HOSTS must name at least one host, or be '*' for any")
+    return hosts
+
+
 TRUE, FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 
 
@@ -93,6 +104,11 @@ class Config:
     # Reject request bodies above this size with 413 before reading them.
     MAX_CONTENT_LENGTH = 64 * 1024
     READ_CACHE = True
+    # The names clients may reach the service by (links and redirects are built from
+    # the Host header): loopback only until the deployment names its own.
+    TRUSTED_HOSTS_DEFAULT = "localhost,127.0.0.1"
+    # The worker processes serve.py starts by default: memory:// limits are shared out among them.
+    WORKER_PROCESSES_DEFAULT = 2
     PAGE_SIZE_DEFAULT = 100
     PAGE_SIZE_MAX = 100
     RATELIMIT_HEADERS_ENABLED = True
@@ -126,6 +142,10 @@ class Config:
             STARTER_ADMIN_USERNAME=environ.get("STARTER_ADMIN_USERNAME") or None,
             STARTER_ADMIN_PASSWORD=environ.get("STARTER_ADMIN_PASSWORD") or None,
             AUTH_CACHE_SECONDS=env_int(environ, "AUTH_CACHE_SECONDS", 60),
+            # Password hashes checked at once per worker; more get 503 (hashing is CPU by design).
+            AUTH_PASSWORD_CHECKS=env_int(environ, "AUTH_PASSWORD_CHECKS", 1),
+            TRUSTED_HOSTS=_trusted_hosts(environ, cls.TRUSTED_HOSTS_DEFAULT),
+            WORKER_PROCESSES=env_int(environ, "WEB_CONCURRENCY", cls.WORKER_PROCESSES_DEFAULT),
             # Repeated reads answered from memory (PostgreSQL only; docs/read-path.md).
             READ_CACHE=env_bool(environ, "READ_CACHE", cls.READ_CACHE),
             READ_CACHE_MAX_STALE=env_float(environ, "READ_CACHE_MAX_STALE", 2.0),
@@ -141,11 +161,17 @@ class Config:
             RATELIMIT_STORAGE_URI=environ.get("RATELIMIT_STORAGE_URI") or "memory://",
             RATELIMIT_PER_USER=environ.get("RATELIMIT_PER_USER") or "500 per second",
             RATELIMIT_PER_ADDRESS=environ.get("RATELIMIT_PER_ADDRESS") or "1000 per second",
+            # Per user name; per address looser (one address may be many users behind a proxy).
             RATELIMIT_FAILED_LOGINS=environ.get("RATELIMIT_FAILED_LOGINS") or "30 per minute",
+            RATELIMIT_FAILED_LOGINS_PER_ADDRESS=(
+                environ.get("RATELIMIT_FAILED_LOGINS_PER_ADDRESS") or "300 per minute"
+            ),
             CORS_ORIGINS=[
                 o.strip() for o in environ.get("CORS_ORIGINS", "").split(",") if o.strip()
             ],
         )
+        if settings["WORKER_PROCESSES"] < 1 or settings["AUTH_PASSWORD_CHECKS"] < 1:
+            raise ConfigError("WEB_CONCURRENCY and AUTH_PASSWORD_CHECKS must be at least 1")
         if "MAX_CONTENT_LENGTH" in environ:
             settings["MAX_CONTENT_LENGTH"] = env_int(
                 environ, "MAX_CONTENT_LENGTH", cls.MAX_CONTENT_LENGTH
@@ -157,6 +183,7 @@ class DevelopmentConfig(Config):
     """Local runs: a made-up secret key is allowed (and announced)."""
 
     NAME = "development"
+    WORKER_PROCESSES_DEFAULT = 1  # manage.py run: one process
 
 
 class TestingConfig(Config):
@@ -167,6 +194,9 @@ class TestingConfig(Config):
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
     # Off unless a test asks: tests that write with psql read back at once.
     READ_CACHE = False
+    # The test client names any host it is given; tests of the check set a list.
+    TRUSTED_HOSTS_DEFAULT = "*"
+    WORKER_PROCESSES_DEFAULT = 1
 
 
 class ProductionConfig(Config):

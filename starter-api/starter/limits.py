@@ -1,28 +1,57 @@
 """Rate limits (flask-limiter): per address, per user, and harder on failed logins.
 
-Counters live in ``RATELIMIT_STORAGE_URI``: Redis in the Compose stack, so every
-worker and replica shares them; in memory (per process) for the embedded run.
+Counters live in ``RATELIMIT_STORAGE_URI``. In Redis (the Compose stack) every worker and
+replica shares them, and a limit is exact. ``memory://`` is per process: no counter is
+shared between granian's workers, so each of the ``WEB_CONCURRENCY`` workers allows its
+share of every limit (the amount divided by the workers, at least one). A client never
+gets more than the limit; it may be refused a little earlier, as its requests need not
+spread evenly over the workers.
+
+Failed logins are counted twice: per user name (a guessed password) and, looser, per
+address (names sprayed from one place). Only credentials the app has not verified
+recently are refused while a budget is used up: a user whose credentials were just
+proved keeps working, whoever guesses at the same name or from the same address.
 """
 
+import hashlib
 import time
 from functools import lru_cache
 
-from flask import current_app, request
+from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
 from limits.errors import StorageError
 from werkzeug.exceptions import TooManyRequests
 
-# Limits are read from the app's config per request (callables), so the
-# environment sets them and each app of a test run gets its own.
-limiter = Limiter(
-    key_func=get_remote_address,
-    default_limits=[lambda: current_app.config["RATELIMIT_PER_ADDRESS"]],
-)
+from . import principal
 
-FAILED_LOGIN_SCOPE = "failed-login"
+
+def budget(config, setting):
+    """The limit named by ``setting`` as this process enforces it (see the module docstring)."""
+    memory = config["RATELIMIT_STORAGE_URI"].startswith("memory://")
+    return _share(config[setting], config["WORKER_PROCESSES"] if memory else 1)
+
+
+@lru_cache(maxsize=64)
+def _share(limit, processes):
+    item = parse(limit)
+    if processes <= 1:
+        return item
+    return type(item)(max(1, item.amount // processes), item.multiples, item.namespace)
+
+
+def _configured(setting):
+    # Read from the app's config per request, so the environment sets the limits and
+    # each app of a test run gets its own.
+    return lambda: str(budget(current_app.config, setting))
+
+
+limiter = Limiter(key_func=get_remote_address, default_limits=[_configured("RATELIMIT_PER_ADDRESS")])
+
 PER_USER_SCOPE = "per-user"
+FAILED_LOGINS_PER_USER_SCOPE = "failed-login-user"
+FAILED_LOGINS_PER_ADDRESS_SCOPE = "failed-login-address"
 # The headers flask-limiter adds (its default names): every answer gets its own.
 HEADERS = frozenset({"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"})
 
@@ -31,68 +60,73 @@ def user_key(username):
     return f"user:{username}"
 
 
-def _user_key():
-    # Runs after authentication (the limit wraps the view), so the user is known.
-    from .auth import auth
-
-    return user_key(auth.current_user().username)
+def _current_user_key():
+    # The per-user limit wraps the view, so authentication has run.
+    return user_key(principal.current().username)
 
 
 # Every API view carries this: a budget per authenticated user.
 per_user = limiter.shared_limit(
-    lambda: current_app.config["RATELIMIT_PER_USER"],
+    _configured("RATELIMIT_PER_USER"),
     scope=PER_USER_SCOPE,
-    key_func=_user_key,
+    key_func=_current_user_key,
     override_defaults=False,  # the per-address limit still applies
 )
 
 
-@lru_cache(maxsize=32)
-def _parsed(limit):
-    return parse(limit)
+def _failed_login_buckets(username):
+    """(limit, keys) of the failed-login budgets this attempt counts against."""
+    config = current_app.config
+    prefix = [config["RATELIMIT_KEY_PREFIX"]] if config.get("RATELIMIT_KEY_PREFIX") else []
+    buckets = [
+        (budget(config, "RATELIMIT_FAILED_LOGINS_PER_ADDRESS"),
+         [*prefix, FAILED_LOGINS_PER_ADDRESS_SCOPE, get_remote_address()], "from this address"),
+    ]
+    if username is not None:
+        # A digest: any string a client sends makes a short key of fixed form.
+        name = hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        buckets.append((budget(config, "RATELIMIT_FAILED_LOGINS"),
+                        [*prefix, FAILED_LOGINS_PER_USER_SCOPE, name], "for this user name"))
+    return buckets
 
 
-def _failed_login_limit():
-    return _parsed(current_app.config["RATELIMIT_FAILED_LOGINS"])
-
-
-def refuse_after_failed_logins():
-    """429 while this address has used up its failed-login budget."""
+def refuse_failed_logins(username=None):
+    """429 while this address, or the user name of a password, has used up its failed-login budget."""
     if not limiter.enabled:
         return
-    item = _failed_login_limit()
-    address = get_remote_address()
+    strategy = limiter.limiter
     try:
-        if limiter.limiter.test(item, FAILED_LOGIN_SCOPE, address):
-            return
-        reset_at, _ = limiter.limiter.get_window_stats(item, FAILED_LOGIN_SCOPE, address)
+        for item, keys, which in _failed_login_buckets(username):
+            if not strategy.test(item, *keys):
+                reset_at, _ = strategy.get_window_stats(item, *keys)
+                raise TooManyRequests(
+                    f"too many failed logins {which}; retry later",
+                    retry_after=max(1, int(reset_at - time.time())),
+                )
     except StorageError as exc:
         _storage_unavailable(exc)
+
+
+def record_failed_login(username=None):
+    """Count rejected credentials against this address (and the user name of a password)."""
+    if not limiter.enabled:
         return
-    raise TooManyRequests(
-        "too many failed logins from this address; retry later",
-        retry_after=max(1, int(reset_at - time.time())),
-    )
-
-
-def record_failed_login():
-    """Count a rejected credential against this address."""
-    if limiter.enabled and "Authorization" in request.headers:
-        try:
-            limiter.limiter.hit(_failed_login_limit(), FAILED_LOGIN_SCOPE, get_remote_address())
-        except StorageError as exc:
-            _storage_unavailable(exc)
+    try:
+        for item, keys, _ in _failed_login_buckets(username):
+            limiter.limiter.hit(item, *keys)
+    except StorageError as exc:
+        _storage_unavailable(exc)
 
 
 class Admission:
     """The limits Flask would apply, for a request answered without it (the read cache).
 
     Same buckets as flask-limiter's: the per-address default limit counted per
-    endpoint, the per-user shared limit, the failed-login budget (tested, not
-    counted); the same headers, from the per-address limit as flask-limiter
-    picks it. ``admit`` returns the headers, or None to let Flask answer: a
-    limit reached (Flask says 429), or the store unreachable (Flask falls back
-    to counting in memory).
+    endpoint, the per-user shared limit; the same headers, from the per-address limit
+    as flask-limiter picks it. The failed-login budgets do not apply: a replay is only
+    ever for credentials the app verified recently. ``admit`` returns the headers, or
+    None to let Flask answer: a limit reached (Flask says 429), or the store unreachable
+    (Flask falls back to counting in memory).
     """
 
     def __init__(self, config):
@@ -106,16 +140,10 @@ class Admission:
             return None
         config = self._config
         prefix = [config["RATELIMIT_KEY_PREFIX"]] if config.get("RATELIMIT_KEY_PREFIX") else []
-        per_address = (_parsed(config["RATELIMIT_PER_ADDRESS"]), [*prefix, address, endpoint])
-        per_user = (
-            _parsed(config["RATELIMIT_PER_USER"]),
-            [*prefix, user_key(username), PER_USER_SCOPE],
-        )
-        failed_logins = _parsed(config["RATELIMIT_FAILED_LOGINS"])
+        per_address = (budget(config, "RATELIMIT_PER_ADDRESS"), [*prefix, address, endpoint])
+        per_user = (budget(config, "RATELIMIT_PER_USER"), [*prefix, user_key(username), PER_USER_SCOPE])
         strategy = limiter.limiter
         try:
-            if not strategy.test(failed_logins, FAILED_LOGIN_SCOPE, address):
-                return None
             for item, keys in (per_address, per_user):
                 if not strategy.hit(item, *keys):
                     # Flask counts it again and answers 429: a refused request may count
@@ -138,7 +166,7 @@ class Admission:
 
 def _storage_unavailable(exc):
     # Serving matters more than counting: flask-limiter falls back to memory for
-    # its own limits; the failed-login budget is skipped until the store is back.
+    # its own limits; the failed-login budgets are skipped until the store is back.
     current_app.logger.warning("rate-limit storage unavailable: %s", exc)
 
 

@@ -1,8 +1,8 @@
-"""``/auth/request-token``: trade credentials for a short-lived signed token."""
+"""``/auth/request-token``: trade a password for a short-lived signed token."""
 
 from flask import Blueprint, current_app, jsonify
 
-from .auth import auth, issue_token, login_required
+from .auth import current_principal, issue_token, login_required, password_required
 from .limits import per_user
 
 bp = Blueprint("tokens", __name__, url_prefix="/auth")
@@ -10,10 +10,11 @@ bp = Blueprint("tokens", __name__, url_prefix="/auth")
 
 @bp.get("/request-token")
 @login_required
+@password_required  # a stolen token must not renew itself until the password changes
 @per_user
 def request_token():
     response = jsonify(
-        token=issue_token(auth.current_user()),
+        token=issue_token(current_principal()),
         expiration=current_app.config["TOKEN_EXPIRATION"],
     )
     # A credential: no cache may keep it.

@@ -28,13 +28,12 @@ pytest_plugins = ("servers",)
 
 
 def clear_process_caches():
-    """Forget what earlier tests' apps left in this process (credentials, rate-limit counts)."""
+    """Forget what earlier tests' apps left in this process (rate-limit counts); each app has its
+    own page caches and remembered credentials."""
     from limits.storage import MemoryStorage
 
-    from starter.auth import verified
     from starter.limits import limiter
 
-    verified.clear()
     if isinstance(limiter.storage, MemoryStorage):  # never wipe a shared Redis
         limiter.reset()
 

@@ -240,7 +240,7 @@ class ProductionServer:
         self.logfile = Path(tmp) / "server.log"
         # The image's server settings: serve.py's defaults, not whatever this shell has set.
         inherited = {k: v for k, v in os.environ.items()
-                     if not k.startswith(("SERVER_", "GRANIAN_", "WEB_CONCURRENCY", "FORWARDED_PROXIES"))}
+                     if not k.startswith(("SERVER_", "GRANIAN_", "WEB_CONCURRENCY", "FORWARDED_PROXIES", "TRUSTED_HOSTS"))}
         env = {
             **inherited,
             "FLASK_CONFIG": "production",
@@ -254,6 +254,8 @@ class ProductionServer:
             "RATELIMIT_PER_USER": "100000 per second",
             "RATELIMIT_PER_ADDRESS": "100000 per second",
             "LOG_DIR": "",
+            # The loopback names of the production default, and the "Host: x" of raw requests.
+            "TRUSTED_HOSTS": "localhost,127.0.0.1,x",
             **extra_env,
         }
         self._log = open(self.logfile, "wb")

@@ -1,12 +1,15 @@
 """Authentication: basic auth, tokens (as username and as Bearer), 401 bodies."""
 
 import base64
+import threading
 
 import pytest
 from itsdangerous import TimestampSigner
 
 from starter.db import db
 from starter.models import User
+
+from helpers import PASSWORD, READER, READER_PASSWORD, USERNAME, AuthActions, assert_json_error
 
 ITEM = "/api/v1.0/pxcodes/039"
 TOKEN_URL = "/auth/request-token"
@@ -83,11 +86,107 @@ def test_token_as_bearer(client, auth):
     assert client.get(ITEM, headers=auth.bearer(token)).status_code == 200
 
 
-def test_token_can_renew_itself(client, auth):
+@pytest.mark.parametrize("form", ["bearer", "username"])
+def test_a_token_cannot_mint_a_token(client, auth, form):
+    """Issue 9 item 8 (this replaced test_token_can_renew_itself): a stolen token must not
+    outlive itself. A new token needs the password; the token still reads."""
     token = auth.token()
-    renewed = client.get(TOKEN_URL, headers=auth.bearer(token))
-    assert renewed.status_code == 200
-    assert client.get(ITEM, headers=auth.bearer(renewed.json["token"])).status_code == 200
+    headers = auth.bearer(token) if form == "bearer" else auth.basic(token, "")
+    refused = client.get(TOKEN_URL, headers=headers)
+    assert_json_error(refused, 401)
+    assert "password" in refused.json["message"]
+    assert refused.headers["WWW-Authenticate"] == 'Basic realm="starter-api"'
+    assert "token" not in refused.json
+    assert client.get(ITEM, headers=headers).status_code == 200
+    # The seed's flow: basic auth with the password gets one.
+    assert client.get(TOKEN_URL, headers=auth.basic()).status_code == 200
+
+
+def test_a_refused_token_renewal_is_not_a_failed_login(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_FAILED_LOGINS="2 per minute", RATELIMIT_FAILED_LOGINS_PER_ADDRESS="2 per minute")
+    client = app.test_client()
+    token = AuthActions(client).token()
+    assert [client.get(TOKEN_URL, headers=auth.bearer(token)).status_code for _ in range(3)] == [401] * 3
+    assert client.get(TOKEN_URL, headers=auth.basic(READER, READER_PASSWORD)).status_code == 200
+
+
+def _forms(token):
+    """Authorization header values, with the status each must get (issue 9 item 3)."""
+    def b64(raw):
+        return base64.b64encode(raw.encode()).decode()
+
+    return [
+        ("Basic " + b64(f"{USERNAME}:{PASSWORD}"), 200),
+        ("basic " + b64(f"{USERNAME}:{PASSWORD}"), 200),  # RFC 9110: schemes are case-insensitive
+        ("BASIC " + b64(f"{USERNAME}:{PASSWORD}"), 200),
+        ("Basic  " + b64(f"{USERNAME}:{PASSWORD}"), 200),  # 1*SP
+        (f"Bearer {token}", 200),
+        (f"bearer {token}", 200),
+        (f"BEARER {token}", 200),
+        ("Basic " + b64(f"{token}:"), 200),  # the seed's: a token as username, empty password
+        ("Basic " + b64(token), 401),  # no colon: not basic credentials (RFC 7617)
+        ("Basic " + b64(f"{USERNAME}:{PASSWORD}")[:-1], 401),  # not base64
+        ("Basic " + b64(f"{USERNAME}:wrong"), 401),
+        ("Basic " + b64(f":{PASSWORD}"), 401),
+        (f"Bearer {token} extra", 401),
+        (f"Bearer {token[:-1]}", 401),
+        (f"Token {token}", 401),
+        (f"Basic{b64(f'{USERNAME}:{PASSWORD}')}", 401),
+        ("Bearer " + b64(f"{USERNAME}:{PASSWORD}"), 401),
+    ]
+
+
+def test_one_table_of_credential_forms(client, auth):
+    token = auth.token()
+    for header, status in _forms(token):
+        response = client.get(ITEM, headers={"Authorization": header})
+        assert response.status_code == status, header
+        if status == 401:
+            assert_json_error(response, 401)
+
+
+def test_password_checks_beyond_the_cap_get_503_and_others_are_served(make_seeded_app, auth, monkeypatch):
+    """Issue 9 item 7: at most AUTH_PASSWORD_CHECKS hashes at once per process; the others
+    are answered 503 with Retry-After at once, and remembered credentials still work."""
+    app = make_seeded_app(AUTH_PASSWORD_CHECKS=1)
+    client = app.test_client()
+    assert client.get(ITEM, headers=auth.reader()).status_code == 200  # remembered from now on
+    token = AuthActions(client).token()
+    hashing, release = threading.Event(), threading.Event()
+    real = User.verify_password
+
+    def slow(self, password):
+        hashing.set()
+        release.wait(10)
+        return real(self, password)
+
+    monkeypatch.setattr(User, "verify_password", slow)
+    first = []
+    worker = threading.Thread(
+        target=lambda: first.append(app.test_client().get(ITEM, headers=auth.basic(USERNAME, "guess")))
+    )
+    worker.start()
+    try:
+        assert hashing.wait(10)
+        for headers in (auth.basic(USERNAME, "other guess"), auth.basic("nobody", "x")):
+            busy = client.get(ITEM, headers=headers)
+            assert_json_error(busy, 503)
+            assert int(busy.headers["Retry-After"]) >= 1
+        assert client.get(ITEM, headers=auth.reader()).status_code == 200
+        assert client.get(ITEM, headers=auth.bearer(token)).status_code == 200
+    finally:
+        release.set()
+        worker.join(10)
+    assert first[0].status_code == 401
+    # The slot is free again.
+    assert client.get(ITEM, headers=auth.basic(USERNAME, "guess")).status_code == 401
+
+
+def test_each_app_remembers_its_own_credentials(make_seeded_app, auth, password_checks):
+    first, second = make_seeded_app(), make_seeded_app()
+    for app in (first, second, first, second):
+        assert app.test_client().get(ITEM, headers=auth.basic()).status_code == 200
+    assert len(password_checks) == 2
 
 
 def test_tampered_token_is_401(client, auth):

@@ -130,3 +130,79 @@ def test_cors_opens_for_configured_origins(make_seeded_app, auth):
     other = client.get(ITEM, headers={**auth.basic(), "Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
 
+
+
+def test_one_users_failed_logins_do_not_lock_another_out(make_seeded_app, auth):
+    """Issue 9 item 6: failures count per user name; another user at the same address is served."""
+    app = make_seeded_app(RATELIMIT_FAILED_LOGINS="3 per minute")
+    client = app.test_client()
+    assert [client.get(ITEM, headers=auth.basic("alice", "guess")).status_code for _ in range(4)] == [401] * 3 + [429]
+    assert "for this user name" in client.get(ITEM, headers=auth.basic()).json["message"]
+    assert client.get(ITEM, headers=auth.reader()).status_code == 200
+    assert client.get(ITEM, headers=auth.basic("bob", "typo")).status_code == 401
+
+
+def test_an_address_spraying_names_meets_the_looser_per_address_budget(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_FAILED_LOGINS="3 per minute", RATELIMIT_FAILED_LOGINS_PER_ADDRESS="5 per minute")
+    client = app.test_client()
+    statuses = [client.get(ITEM, headers=auth.basic(f"name{i}", "guess")).status_code for i in range(6)]
+    assert statuses == [401] * 5 + [429]
+    refused = client.get(ITEM, headers=auth.reader())
+    assert refused.status_code == 429 and "from this address" in refused.json["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    # Another address has a budget of its own.
+    elsewhere = {"REMOTE_ADDR": "127.0.0.7"}
+    assert client.get(ITEM, headers=auth.reader(), environ_base=elsewhere).status_code == 200
+
+
+def test_credentials_verified_recently_are_not_refused_for_failed_logins(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_FAILED_LOGINS="2 per minute", RATELIMIT_FAILED_LOGINS_PER_ADDRESS="2 per minute")
+    client = app.test_client()
+    assert client.get(ITEM, headers=auth.reader()).status_code == 200
+    token = client.get("/auth/request-token", headers=auth.basic()).json["token"]
+    assert client.get(ITEM, headers=auth.bearer(token)).status_code == 200
+    for name in ("bob", "alice", "carol"):
+        client.get(ITEM, headers=auth.basic(name, "guess"))
+    # The guesser is held; the users whose credentials the app has just proved are not.
+    assert client.get(ITEM, headers=auth.basic("bob", "guess")).status_code == 429
+    assert client.get(ITEM, headers=auth.reader()).status_code == 200
+    assert client.get(ITEM, headers=auth.bearer(token)).status_code == 200
+
+
+def test_bad_tokens_count_against_the_address(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_FAILED_LOGINS_PER_ADDRESS="2 per minute")
+    client = app.test_client()
+    statuses = [client.get(ITEM, headers=auth.bearer("forged.token")).status_code for _ in range(3)]
+    assert statuses == [401, 401, 429]
+
+
+@pytest.mark.parametrize(
+    ("storage", "processes", "expected"),
+    [("memory://", 1, 30), ("memory://", 2, 15), ("memory://", 4, 7), ("memory://", 64, 1), ("redis://x:6379", 2, 30)],
+)
+def test_a_memory_limit_is_shared_out_among_the_workers(storage, processes, expected):
+    from starter.limits import budget
+
+    config = {"RATELIMIT_STORAGE_URI": storage, "WORKER_PROCESSES": processes, "RATELIMIT_FAILED_LOGINS": "30 per minute"}
+    item = budget(config, "RATELIMIT_FAILED_LOGINS")
+    assert (item.amount, item.GRANULARITY.name) == (expected, "minute")
+
+
+def test_the_worker_count_defaults_to_serve_pys():
+    import importlib.util
+    from pathlib import Path
+
+    from starter.config import load
+
+    spec = importlib.util.spec_from_file_location("serve", Path(__file__).resolve().parents[1] / "serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("WEB_CONCURRENCY", raising=False)
+        workers = serve.settings()["workers"]
+    assert load("production", environ=clean)["WORKER_PROCESSES"] == workers
+    assert load("production", environ={**clean, "WEB_CONCURRENCY": "3"})["WORKER_PROCESSES"] == 3
+    assert load("development", environ=clean)["WORKER_PROCESSES"] == 1

@@ -86,6 +86,7 @@ def fuzz_app(request, tmp_path_factory):
             "RATELIMIT_PER_USER": "1000000 per second",
             "RATELIMIT_PER_ADDRESS": "1000000 per second",
             "RATELIMIT_FAILED_LOGINS": "1000000 per second",
+            "RATELIMIT_FAILED_LOGINS_PER_ADDRESS": "1000000 per second",
             # As in production: on PostgreSQL, repeated reads are replayed before Flask.
             "READ_CACHE": True,
         }

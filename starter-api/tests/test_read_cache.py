@@ -260,16 +260,56 @@ def test_replays_share_the_per_address_budget_and_its_headers(make_cached_app, a
     assert rest[3].status_code == 429
 
 
-def test_an_address_out_of_failed_logins_gets_no_replay(make_cached_app, auth):
-    app = make_cached_app(RATELIMIT_FAILED_LOGINS="2 per minute")
+def test_an_address_out_of_failed_logins_replays_only_credentials_verified_recently(make_cached_app, auth):
+    """Changed by issue 9 item 6 (was: an address out of failed logins gets no replay): the
+    guesser's address is held for new credentials, not for a user the app has just proved."""
+    app = make_cached_app(RATELIMIT_FAILED_LOGINS_PER_ADDRESS="2 per minute")
     client = app.test_client()
     client.get(LIST, headers=auth.basic())
     watching(app)
-    for _ in range(2):
-        assert client.get(LIST, headers=auth.basic(USERNAME, "guess")).status_code == 401
+    for name in ("mallory", "trudy"):
+        assert client.get(LIST, headers=auth.basic(name, "guess")).status_code == 401
     hits = cache_of(app).hits
-    assert client.get(LIST, headers=auth.basic()).status_code == 429
+    assert client.get(LIST, headers=auth.basic()).status_code == 200
+    assert cache_of(app).hits == hits + 1
+    refused = client.get(LIST, headers=auth.reader())  # never verified: a guess like any other
+    assert refused.status_code == 429 and refused.json["status"] == 429
+    assert cache_of(app).hits == hits + 1
+
+
+def test_one_table_of_credential_forms_at_a_cached_and_an_uncached_url(cached_app, auth):
+    """Issue 9 item 3: the answer to a credential form does not depend on the cache's state."""
+    from test_auth import _forms
+
+    client = cached_app.test_client()
+    token = auth.token()
+    for headers in (auth.basic(), auth.bearer(token), auth.basic(token, "")):
+        for _ in range(2):
+            assert client.get(LIST, headers=headers).status_code == 200
+    watching(cached_app)
+    for number, (header, expected) in enumerate(_forms(token), start=1):
+        hits = cache_of(cached_app).hits
+        cached = client.get(LIST, headers={"Authorization": header})
+        replayed = cache_of(cached_app).hits - hits
+        uncached = client.get(f"{LIST}?per_page={number}", headers={"Authorization": header})
+        assert (cached.status_code, uncached.status_code) == (expected, expected), header
+        assert replayed == (1 if expected == 200 else 0), header
+
+
+def test_a_host_that_is_not_trusted_is_never_replayed(make_cached_app, auth):
+    app = make_cached_app(TRUSTED_HOSTS=["api.example.org"])
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get(ITEM, headers=auth.basic(), base_url="http://api.example.org").status_code == 200
+    watching(app)
+    hits = cache_of(app).hits
+    for host in ("evil.example", "api.example.org.evil.example", "localhost"):
+        for _ in range(2):
+            response = client.get(ITEM, headers=auth.basic(), base_url=f"http://{host}")
+            assert response.status_code == 400 and response.json["status"] == 400, host
     assert cache_of(app).hits == hits
+    assert client.get(ITEM, headers=auth.basic(), base_url="http://api.example.org").status_code == 200
+    assert cache_of(app).hits == hits + 1
 
 
 def test_cors_requests_are_answered_by_the_app(make_cached_app, auth):

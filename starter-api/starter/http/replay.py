@@ -8,7 +8,8 @@ next identical request itself when all of these hold:
 * the version it was made at is still current, as the ``VersionWatch`` knows
   it (PostgreSQL notifications; never older than ``READ_CACHE_MAX_STALE``);
 * the request's credentials (basic, or a token) are ones the app verified
-  recently, and no user changed since (``auth.remembered_principal``);
+  recently, and no user changed since (``auth.authenticate``, the app's own call, given
+  the users' version: no hash, no query);
 * the rate limits admit it, counted in flask-limiter's own buckets
   (``limits.Admission``).
 
@@ -19,6 +20,7 @@ captured from Flask, so a replay carries the same bytes and headers; only the
 rate-limit headers are made fresh.
 """
 
+import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from flask import current_app, has_app_context, request
 from werkzeug.http import parse_etags, unquote_etag
 
 from .. import limits
-from ..auth import remembered_principal
+from ..auth import authenticate
 
 OFFER = "starter.replay.offer"
 EXTENSION = "starter_read_cache"
@@ -61,8 +63,9 @@ class Replay:
 class ReadCache:
     """WSGI middleware in front of the Flask app; see the module's docstring."""
 
-    def __init__(self, wsgi_app, watch, config, prefix, maxsize):
+    def __init__(self, wsgi_app, watch, config, prefix, maxsize, principal_of):
         self.wsgi_app = wsgi_app
+        self.principal_of = principal_of  # (Authorization, users' version) -> principal or None
         self.watch = watch
         self.config = config
         self.admission = limits.Admission(config)
@@ -104,9 +107,7 @@ class ReadCache:
             full, entry = entry, self._get((key, True))
             if entry is None or (entry.version, entry.etag) != (full.version, full.etag):
                 return None
-        principal = remembered_principal(
-            environ["HTTP_AUTHORIZATION"], versions.users, self.config
-        )
+        principal = self.principal_of(environ["HTTP_AUTHORIZATION"], versions.users)
         if principal is None:
             return None
         address = environ.get("REMOTE_ADDR") or "127.0.0.1"
@@ -199,7 +200,10 @@ def init_app(app):
         url, config["DB_CONNECT_TIMEOUT"], config["DB_STATEMENT_TIMEOUT"]
     )["connect_args"]
     watch = VersionWatch(url, connect_args, config["READ_CACHE_MAX_STALE"])
-    cache = ReadCache(app.wsgi_app, watch, config, "/api/", config["READ_CACHE_ENTRIES"])
+    cache = ReadCache(
+        app.wsgi_app, watch, config, "/api/", config["READ_CACHE_ENTRIES"],
+        functools.partial(authenticate, app),
+    )
     app.wsgi_app = cache
     app.extensions[EXTENSION] = cache
     if not event.contains(Session, "after_commit", _invalidate_after_commit):
