@@ -22,6 +22,9 @@ the service through this file):
                                        keep-alive limit between two requests)
   SERVER_GRACEFUL_TIMEOUT (20)         on SIGTERM (docker stop) or SIGINT: stop accepting, let requests in
                                        flight finish for up to this many seconds, then kill the workers
+  METRICS_PORT (unset)                 serve Prometheus metrics, summed over every worker, on this port
+                                       (same host as the API); unset: no metrics endpoint
+  METRICS_DIR (a new temporary folder) where the workers keep their metric values (emptied at start)
   FORWARDED_PROXIES (0)                read by the app, not here: how many proxies in front may set
                                        X-Forwarded-For/-Proto (werkzeug ProxyFix). granian itself trusts
                                        no forwarded header.
@@ -122,6 +125,7 @@ def settings():
         "log_level": os.environ.get("SERVER_LOG_LEVEL", "").strip().lower() or "info",
         "header_timeout": _int("SERVER_HEADER_TIMEOUT", 10),
         "graceful_timeout": _int("SERVER_GRACEFUL_TIMEOUT", 20),
+        "metrics_port": _int("METRICS_PORT", 0, minimum=0),
     }
 
 
@@ -157,6 +161,26 @@ def build(target=DEFAULT_APP, conf=None):
     )
 
 
+def _serve_metrics(conf):
+    """Export the workers' metrics from this (the master) process: every worker writes its values to
+    files in METRICS_DIR (prometheus-client's multi-process mode), which the workers find in
+    PROMETHEUS_MULTIPROC_DIR, inherited from here."""
+    import tempfile
+
+    directory = os.environ.get("METRICS_DIR", "").strip() or tempfile.mkdtemp(prefix="starter-metrics-")
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):  # values of an earlier run would be counted again
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from starter.observability.metrics import serve_metrics
+
+    try:
+        serve_metrics(conf["metrics_port"], conf["host"], directory)
+    except OSError as exc:
+        raise SystemExit(f"serve.py: cannot serve metrics on port {conf['metrics_port']}: {exc.strerror}") from None
+
+
 def main(argv):
     args = [a for a in argv if a != "--print"]
     if len(args) > 1 or (args and ":" not in args[0]):
@@ -167,6 +191,8 @@ def main(argv):
         print(" ".join(f"{k}={v}" for k, v in {"app": target, **conf}.items()))
         return
     os.chdir(APP_DIR)  # as the image's WORKDIR: the app finds instance/ and data/ from here
+    if conf["metrics_port"]:
+        _serve_metrics(conf)
     server = build(target, conf)
     server.main_loop_interrupt = _WakingEvent()
     server.serve()

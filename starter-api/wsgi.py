@@ -1,7 +1,7 @@
 """The WSGI app the server runs: ``python serve.py`` (granian, target ``wsgi:app``)."""
 
 from starter import create_app
-from starter.logconfig import log_startup
+from starter.observability.logs import log_startup
 
 app = create_app()
 log_startup(app)

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from cachetools import TTLCache
-from flask import current_app
+from flask import current_app, request
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import Forbidden
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import limits
+from . import limits, observability
 from .db import db
 from .http.errors import error_response
 from .models import DataVersion, User
@@ -214,6 +214,7 @@ def verify_password(username, password):
         return principal
     DataVersion.current()  # read before the check: see VerifiedCredentials.remember
     user = User.by_username(username)
+    observability.metrics(current_app).password_hashes.inc()
     if user is None:
         # Hash anyway, so an unknown name costs what a wrong password does.
         check_password_hash(_decoy_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
@@ -234,6 +235,7 @@ def auth_error(status):
     """Auth failures use the API's JSON error body; flask-httpauth adds WWW-Authenticate."""
     if status == 401:
         limits.record_failed_login()
+        observability.metrics(current_app).failed_logins.inc()
     message = "valid credentials required" if status == 401 else None
     return error_response(status, message)
 
@@ -244,7 +246,13 @@ token_auth.error_handler(auth_error)
 
 def login_required(view):
     """Authenticate the request (basic or Bearer), unless its address failed too often."""
-    authenticated = auth.login_required(view)
+
+    @functools.wraps(view)
+    def noting_the_user(*args, **kwargs):
+        request.environ[observability.USER] = auth.current_user().username  # for the access line
+        return view(*args, **kwargs)
+
+    authenticated = auth.login_required(noting_the_user)
 
     @functools.wraps(view)
     def wrapped(*args, **kwargs):

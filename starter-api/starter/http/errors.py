@@ -6,6 +6,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnava
 from werkzeug.http import HTTP_STATUS_CODES
 
 from ..db import discard_session
+from ..observability import metrics
 
 RETRY_AFTER_SECONDS = 1
 
@@ -29,6 +30,7 @@ def handle_http_exception(exc):
 def handle_database_unavailable(exc):
     """The database cannot be reached: 503 with Retry-After, not a 500."""
     discard_session()
+    metrics(current_app).database_errors.inc()
     current_app.logger.warning("database unavailable: %s", str(exc.orig).strip())
     return error_response(
         ServiceUnavailable.code,
