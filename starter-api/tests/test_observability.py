@@ -75,6 +75,9 @@ def test_every_worker_is_counted_once(observed):
     assert len(writers) == 2, writers  # both workers answered, and counted into one sum
     histogram = _total(after, "starter_http_request_duration_seconds_count", route="/api/v1.0/pxcodes/<pxcode>")
     assert histogram >= sent
+    # Repeated reads: most replayed by the read cache, the first in each worker by Flask.
+    replayed = _total(after, "starter_read_cache_answers_total", answered_by="replay")
+    assert replayed > sent / 2 and _total(after, "starter_read_cache_answers_total", answered_by="flask") >= 2
 
 
 def test_the_metrics_port_is_not_the_api_and_needs_no_credentials(observed):
@@ -152,3 +155,13 @@ def _b64(text):
     import base64
 
     return base64.b64encode(text.encode()).decode()
+
+
+def test_the_gauges_are_sampled(observed):
+    requests.get(observed.base + "/api/v1.0/pxcodes/039", auth=(ADMIN, ADMIN_PASSWORD), timeout=REQUEST_TIMEOUT)
+    time.sleep(1.5)  # a sampling round
+    samples = _samples(requests.get(observed.metrics_url, timeout=REQUEST_TIMEOUT).text)
+    assert ("starter_database_pool_connections", '{state="idle"}') in samples
+    assert samples[("starter_database_pool_connections", '{state="checked_out"}')] == 0
+    # The version watch re-reads every READ_CACHE_MAX_STALE/4 s: never much older than that.
+    assert 0 < samples[("starter_data_version_age_seconds", "")] < 2.0

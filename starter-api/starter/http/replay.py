@@ -211,6 +211,8 @@ def init_app(app):
     )
     app.wsgi_app = cache
     app.extensions[EXTENSION] = cache
+    age = observability.metrics(app).data_version_age
+    observability.metrics(app).add_sampler(lambda: age.set(watch.confirmed_age() or 0))
     if not event.contains(Session, "after_commit", _invalidate_after_commit):
         event.listen(Session, "after_commit", _invalidate_after_commit)
 

@@ -9,8 +9,11 @@ Without ``PROMETHEUS_MULTIPROC_DIR`` (tests, ``manage.py run``) the same objects
 """
 
 import glob
+import logging
 import os
 import re
+import threading
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -19,7 +22,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 DURATION_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
-UNMATCHED_ROUTE = "unmatched"  # requests for no route (404s): one series, whatever the path
+UNMATCHED_ROUTE = "unmatched"
+SAMPLE_SECONDS = 1.0  # how often the gauges are read (well under a scrape interval)
+
+log = logging.getLogger(__name__)  # requests for no route (404s): one series, whatever the path
 
 
 class Metrics:
@@ -77,6 +83,32 @@ class Metrics:
             "starter_imported_rows", "Rows written by import-pxcodes, by outcome.", ["outcome"], **r,
         )
         self._request_children = {}
+        self._samplers = []
+        self._sampling_pid = None
+        self._lock = threading.Lock()
+
+    def add_sampler(self, sample):
+        """Call ``sample()`` every ``SAMPLE_SECONDS`` in each worker: it sets the gauges it owns."""
+        self._samplers.append(sample)
+
+    def ensure_sampling(self):
+        """Start this process's sampling thread if it has none (a forked worker inherits none)."""
+        if self._sampling_pid == os.getpid() or not self._samplers:
+            return
+        with self._lock:
+            if self._sampling_pid == os.getpid():
+                return
+            self._sampling_pid = os.getpid()
+            threading.Thread(target=self._sample_forever, name="metrics-sampler", daemon=True).start()
+
+    def _sample_forever(self):
+        while True:
+            for sample in self._samplers:
+                try:
+                    sample()
+                except Exception:  # a gauge left as it was must not end the others
+                    log.exception("a metrics sampler failed")
+            time.sleep(SAMPLE_SECONDS)
 
     def count_request(self, route, method, status, seconds):
         """Count one answer; the label children are kept, so a request costs two increments."""

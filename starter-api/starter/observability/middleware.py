@@ -35,6 +35,7 @@ class RequestObserver:
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
+        self.metrics.ensure_sampling()
         request_id = environ.get("HTTP_X_REQUEST_ID")
         if request_id is None or not VALID_REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
