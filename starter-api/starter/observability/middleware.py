@@ -10,9 +10,9 @@ cache replayed the answer (``REPLAYED``).
 
 import contextvars
 import logging
+import os
 import re
 import time
-import uuid
 
 REQUEST_ID = "starter.request_id"
 ROUTE = "starter.route"
@@ -38,7 +38,7 @@ class RequestObserver:
         self.metrics.ensure_sampling()
         request_id = environ.get("HTTP_X_REQUEST_ID")
         if request_id is None or not VALID_REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()
         environ[REQUEST_ID] = request_id
         answered = []
 
