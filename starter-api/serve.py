@@ -25,6 +25,9 @@ the service through this file):
                                        keep-alive limit between two requests)
   SERVER_GRACEFUL_TIMEOUT (20)         on SIGTERM (docker stop) or SIGINT: stop accepting, let requests in
                                        flight finish for up to this many seconds, then kill the workers
+  METRICS_PORT (unset)                 serve Prometheus metrics, summed over every worker, on this port
+                                       (same host as the API); unset: no metrics endpoint
+  METRICS_DIR (a new temporary folder) where the workers keep their metric values (emptied at start)
   FORWARDED_PROXIES (0)                read by the app, not here: how many proxies in front may set
                                        X-Forwarded-For/-Proto (werkzeug ProxyFix). granian itself trusts
                                        no forwarded header.
@@ -45,7 +48,8 @@ from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent
 
-from starter import config  # noqa: E402  (beside this file: on sys.path wherever it is started from)
+import secret_files  # noqa: E402  (beside this file: on sys.path wherever it is started from)
+from starter import config  # noqa: E402
 from starter.config import REQUEST_BODY_SLOTS, env_bool, env_int  # noqa: E402
 DEFAULT_APP = "wsgi:app"
 # The largest request head (request line and headers) granian reads: a larger one is answered 431
@@ -108,6 +112,7 @@ def settings():
         "log_level": os.environ.get("SERVER_LOG_LEVEL", "").strip().lower() or "info",
         "header_timeout": _int("SERVER_HEADER_TIMEOUT", 10),
         "graceful_timeout": _int("SERVER_GRACEFUL_TIMEOUT", 20),
+        "metrics_port": _int("METRICS_PORT", 0, minimum=0),
     }
 
 
@@ -144,6 +149,26 @@ def build(target=DEFAULT_APP, conf=None):
     )
 
 
+def _serve_metrics(conf):
+    """Export the workers' metrics from this (the master) process: every worker writes its values to
+    files in METRICS_DIR (prometheus-client's multi-process mode), which the workers find in
+    PROMETHEUS_MULTIPROC_DIR, inherited from here."""
+    import tempfile
+
+    directory = os.environ.get("METRICS_DIR", "").strip() or tempfile.mkdtemp(prefix="starter-metrics-")
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):  # values of an earlier run would be counted again
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from starter.observability.metrics import serve_metrics
+
+    try:
+        serve_metrics(conf["metrics_port"], conf["host"], directory)
+    except OSError as exc:
+        raise SystemExit(f"serve.py: cannot serve metrics on port {conf['metrics_port']}: {exc.strerror}") from None
+
+
 def main(argv):
     args = [a for a in argv if a != "--print"]
     if len(args) > 1 or (args and ":" not in args[0]):
@@ -153,14 +178,19 @@ def main(argv):
         conf = settings()
         if target == DEFAULT_APP:
             # What would stop every worker at start (a missing SECRET_KEY, a bad setting) stops here
-            # in one line, before granian starts workers that die and are started again.
-            config.check_production(config.load())
-    except config.ConfigError as exc:
+            # in one line, before granian starts workers that die and are started again. On a copy
+            # of the environment: the workers read the secret files themselves (wsgi.py).
+            environ = dict(os.environ)
+            secret_files.load(environ)
+            config.check_production(config.load(environ=environ))
+    except (config.ConfigError, secret_files.SecretFileError) as exc:
         raise SystemExit(f"Error: {exc}") from None
     if "--print" in argv:
         print(" ".join(f"{k}={v}" for k, v in {"app": target, **conf}.items()))
         return
     os.chdir(APP_DIR)  # as the image's WORKDIR: the app finds instance/ and data/ from here
+    if conf["metrics_port"]:
+        _serve_metrics(conf)
     server = build(target, conf)
     server.main_loop_interrupt = _WakingEvent()
     server.serve()

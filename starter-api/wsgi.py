@@ -2,7 +2,7 @@
 
 import secret_files
 from starter import create_app
-from starter.logconfig import log_startup
+from starter.observability.logs import log_startup
 
 secret_files.load()
 app = create_app()

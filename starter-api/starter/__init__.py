@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import auth, cli, config, db, limits, logconfig
+from . import auth, cli, config, db, limits, observability
 from .http import bodies, errors, headers, hosts, replay
 from .http.environ import without_process_environment
 from .http.unread_body import closing_after_unread_body
@@ -32,10 +32,11 @@ def create_app(test_config=None):
         path = os.path.join(app.instance_path, "starter.sqlite")
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
     config.check_production(app.config)
-    logconfig.init_app(app)
+    observability.logs.init_app(app)
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = _development_secret_key(app)
 
+    observability.init_app(app)
     db.init_app(app)
     errors.init_app(app)
     headers.init_app(app)
@@ -51,6 +52,7 @@ def create_app(test_config=None):
     bodies.init_app(app)
     replay.init_app(app)
     app.wsgi_app = closing_after_unread_body(app.wsgi_app)
+    observability.wrap(app)
     _trust_forwarded_headers(app)
     return app
 
@@ -117,5 +119,5 @@ def _development_secret_key(app):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(key)
-    app.extensions[GENERATED_SECRET_KEY] = path  # announced when serving (logconfig.log_startup)
+    app.extensions[GENERATED_SECRET_KEY] = path  # announced when serving (observability.logs.log_startup)
     return key

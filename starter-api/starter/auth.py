@@ -35,7 +35,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import Forbidden, ServiceUnavailable
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import credentials, limits, principal
+from . import credentials, limits, observability, principal
 from .db import db
 from .http.errors import error_response
 from .models import DataVersion, User
@@ -106,8 +106,9 @@ class _Verified:
 class Authenticator:
     """The app's credentials: the verified ones remembered, the hash checks bounded."""
 
-    def __init__(self, config):
+    def __init__(self, config, metrics):
         self.config = config
+        self.metrics = metrics
         self.verified = VerifiedCredentials(config["AUTH_CACHE_SECONDS"])
         self._hash_checks = threading.BoundedSemaphore(config["AUTH_PASSWORD_CHECKS"])
         self._serializer = URLSafeTimedSerializer(config["SECRET_KEY"], salt=TOKEN_SALT)
@@ -137,6 +138,7 @@ class Authenticator:
         if found is None:
             if authorization is not None:
                 limits.record_failed_login(username)
+                self.metrics.failed_logins.inc()
             return None
         self.verified.remember(found, users_version, key)
         return found
@@ -174,6 +176,7 @@ class Authenticator:
                 retry_after=HASH_RETRY_AFTER_SECONDS,
             )
         try:
+            self.metrics.password_hashes.inc()
             if user is None:
                 # Hash anyway, so an unknown name costs what a wrong password does.
                 check_password_hash(_decoy_hash(self.config["PASSWORD_HASH_METHOD"]), password)
@@ -215,6 +218,7 @@ class _HeaderAuth(HTTPAuth):
         found = authenticate(current_app, auth)
         if found is not None:
             principal.set_current(found)
+            request.environ[observability.USER] = found.username  # for the access line
         return found
 
     def authenticate_header(self):
@@ -272,4 +276,4 @@ def admin_required(view):
 
 def init_app(app):
     """Give ``app`` its credentials (remembered per app, hash checks bounded per process)."""
-    app.extensions[EXTENSION] = Authenticator(app.config)
+    app.extensions[EXTENSION] = Authenticator(app.config, observability.metrics(app))

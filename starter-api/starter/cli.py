@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import db as database
+from . import observability
 from .db import db
 from .importer import ImportFileError, load_rows, parse_file
 from .models import PxCode, User, ValidationError
@@ -168,6 +169,9 @@ def import_pxcodes_command(path, replace):
     except ImportFileError as exc:
         raise click.ClickException(str(exc)) from None
     elapsed = time.perf_counter() - started
+    imported = observability.metrics(current_app).imported_rows
+    for outcome in ("inserted", "updated", "unchanged", "deleted"):
+        imported.labels(outcome).inc(getattr(result, outcome))
     notes = []
     if parsed.header is not None:
         notes.append("header row skipped: " + " | ".join(cell.strip() for cell in parsed.header))

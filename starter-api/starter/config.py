@@ -89,6 +89,13 @@ def env_bool(environ, name, default=False):
 REQUEST_BODY_SLOTS = 128
 
 
+def _log_format(environ):
+    value = environ.get("LOG_FORMAT", "").strip().lower() or "text"
+    if value not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
 class ConfigError(RuntimeError):
     """The environment does not describe a configuration we can run with."""
 
@@ -133,6 +140,10 @@ class Config:
             DEBUG=env_bool(environ, "FLASK_DEBUG", cls.DEBUG),
             LOG_DIR=environ.get("LOG_DIR") or None,
             LOG_LEVEL=environ.get("LOG_LEVEL", "INFO").upper(),
+            LOG_FORMAT=_log_format(environ),
+            # One line per request; by default with JSON logs (the Docker image), where nothing else
+            # writes one (manage.py run's development server writes its own).
+            ACCESS_LOG=env_bool(environ, "ACCESS_LOG", _log_format(environ) == "json"),
             TOKEN_EXPIRATION=env_int(environ, "TOKEN_EXPIRATION", 600),
             DB_CONNECT_TIMEOUT=env_int(environ, "DB_CONNECT_TIMEOUT", 5),
             DB_WAIT_TIMEOUT=env_int(environ, "DB_WAIT_TIMEOUT", 60),

@@ -45,6 +45,7 @@ class VersionWatch:
         self.max_stale = max_stale
         self._heartbeat = max_stale / 4
         self._known = None  # (Versions, time.monotonic() of the read)
+        self._known_at = None  # the last read, even one a write of this process set aside
         self._invalidations = 0
         self._generation = 0  # a thread whose generation is past gives up
         self._thread = None
@@ -61,6 +62,11 @@ class VersionWatch:
             return known[0]
         self._ensure_watching()
         return None
+
+    def confirmed_age(self):
+        """Seconds since the versions were last read, or None before the first read."""
+        known = self._known_at
+        return None if known is None else time.monotonic() - known
 
     def invalidate(self):
         """Forget the versions until read again: this process has just committed a write."""
@@ -158,6 +164,7 @@ class VersionWatch:
         self._progress = now
         # Installed only if no write of this process committed meanwhile (it would
         # have woken us: the next round reads again).
+        self._known_at = now
         if generation == self._generation and invalidations == self._invalidations:
             self._known = (Versions.of(*row), now)
 

@@ -258,6 +258,7 @@ class ProductionServer:
             "TRUSTED_HOSTS": "localhost,127.0.0.1,x",
             **extra_env,
         }
+        self.env = env
         self._log = open(self.logfile, "wb")
         self.process = subprocess.Popen(
             [sys.executable, str(SERVE), *([target] if target else [])], cwd=APP_ROOT, env=env,
@@ -267,12 +268,15 @@ class ProductionServer:
         self.pid = self.process.pid
 
     def wait_ready(self, deadline=30):
+        """Until every worker has started (a worker still starting misses a SIGTERM) and /healthz answers."""
+        workers = int(self.env.get("WEB_CONCURRENCY") or 2)
         end = time.monotonic() + deadline
         while time.monotonic() < end:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
+                started = self.log().count("] Started worker-")
+                if started >= workers and requests.get(self.base + "/healthz", timeout=1).status_code == 200:
                     return
             except requests.RequestException:
                 pass

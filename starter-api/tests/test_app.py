@@ -6,7 +6,7 @@ import pytest
 
 from starter import create_app
 from starter.config import ConfigError, load
-from starter.logconfig import log_startup
+from starter.observability.logs import log_startup
 
 
 def test_testing_profile(app):

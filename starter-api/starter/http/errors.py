@@ -8,6 +8,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from .. import dbhealth
 from ..db import discard_session
 from ..models import ValidationError
+from ..observability import metrics
 
 RETRY_AFTER_SECONDS = 1
 
@@ -36,6 +37,7 @@ def handle_database_unavailable(exc):
     """
     discard_session()
     reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    metrics(current_app).database_errors.inc()
     health = dbhealth.of(current_app)
     if health is not None:
         health.note_refused(reason)

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from flask import current_app, has_app_context, request
 from werkzeug.http import parse_etags, unquote_etag
 
-from .. import limits
+from .. import limits, observability
 from ..auth import authenticate
+from ..observability.middleware import REPLAYED, ROUTE, USER
 
 OFFER = "starter.replay.offer"
 EXTENSION = "starter_read_cache"
@@ -53,6 +54,7 @@ def offer(version):
 class Replay:
     version: str
     endpoint: str
+    route: str  # the URL rule, for the access line and the metrics
     etag: str  # unquoted
     etag_header: str  # as sent: what a revalidating client sends back, mostly
     status: str
@@ -63,9 +65,11 @@ class Replay:
 class ReadCache:
     """WSGI middleware in front of the Flask app; see the module's docstring."""
 
-    def __init__(self, wsgi_app, watch, config, prefix, maxsize, principal_of):
+    def __init__(self, wsgi_app, watch, config, prefix, maxsize, principal_of, metrics):
         self.wsgi_app = wsgi_app
         self.principal_of = principal_of  # (Authorization, users' version) -> principal or None
+        self.answered_by_replay = metrics.read_cache.labels("replay")
+        self.answered_by_flask = metrics.read_cache.labels("flask")
         self.watch = watch
         self.config = config
         self.admission = limits.Admission(config)
@@ -91,7 +95,9 @@ class ReadCache:
             status, headers, body = replay
             start_response(status, headers)
             self.hits += 1
+            self.answered_by_replay.inc()
             return [] if method == "HEAD" else [body]
+        self.answered_by_flask.inc()
         if method != "GET":
             return self.wsgi_app(environ, start_response)
         return self._capture(environ, start_response, key)
@@ -114,6 +120,7 @@ class ReadCache:
         limit_headers = self.admission.admit(address, principal.username, entry.endpoint)
         if limit_headers is None:
             return None
+        environ.update({ROUTE: entry.route, USER: principal.username, REPLAYED: True})
         return entry.status, entry.headers + limit_headers, entry.body
 
     def _capture(self, environ, start_response, key):
@@ -137,7 +144,8 @@ class ReadCache:
         if etag is not None:
             version, endpoint = offered
             kept = [(name, value) for name, value in headers if name not in limits.HEADERS]
-            entry = Replay(version, endpoint, unquote_etag(etag)[0], etag, status, kept, body)
+            route = environ.get(ROUTE)
+            entry = Replay(version, endpoint, route, unquote_etag(etag)[0], etag, status, kept, body)
             self._put((key, status.startswith("304")), entry)
         return [body]
 
@@ -202,10 +210,12 @@ def init_app(app):
     watch = VersionWatch(url, connect_args, config["READ_CACHE_MAX_STALE"])
     cache = ReadCache(
         app.wsgi_app, watch, config, "/api/", config["READ_CACHE_ENTRIES"],
-        functools.partial(authenticate, app),
+        functools.partial(authenticate, app), observability.metrics(app),
     )
     app.wsgi_app = cache
     app.extensions[EXTENSION] = cache
+    age = observability.metrics(app).data_version_age
+    observability.metrics(app).add_sampler(lambda: age.set(watch.confirmed_age() or 0))
     if not event.contains(Session, "after_commit", _invalidate_after_commit):
         event.listen(Session, "after_commit", _invalidate_after_commit)
 

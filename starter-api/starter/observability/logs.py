@@ -1,4 +1,10 @@
-"""Logging: to stderr always, and to a rotating file when ``LOG_DIR`` is set."""
+"""Logging: to stderr always, as text or one JSON object a line (``LOG_FORMAT``), and to a file
+when ``LOG_DIR`` is set. Every line written while a request runs carries its request id.
+
+JSON lines come from python-json-logger. The file handler is a ``WatchedFileHandler``: several
+worker processes write one file (appends of whole lines), and none of them rotates it; rotate it
+from outside (logrotate, or Docker's own log rotation for stderr).
+"""
 
 import logging
 import logging.handlers
@@ -6,9 +12,30 @@ import os
 import sys
 
 from flask.logging import default_handler
+from pythonjsonlogger.json import JsonFormatter
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+from .middleware import current_request_id
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JSON_FIELDS = "{asctime}{levelname}{name}{message}{request_id}"
+JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 LOG_FILE = "starter-api.log"
+FORMATS = ("text", "json")
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp the current request's id on each record (None outside a request)."""
+
+    def filter(self, record):
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id.get()
+        return True
+
+
+def formatter(log_format):
+    if log_format == "json":
+        return JsonFormatter(JSON_FIELDS, style="{", rename_fields=JSON_RENAMES, json_ensure_ascii=False)
+    return logging.Formatter(TEXT_FORMAT)
 
 
 def init_app(app):
@@ -25,17 +52,14 @@ def init_app(app):
     if log_dir:
         try:
             os.makedirs(log_dir, exist_ok=True)
-            handlers.append(
-                logging.handlers.RotatingFileHandler(
-                    os.path.join(log_dir, LOG_FILE), maxBytes=10 * 2**20, backupCount=5
-                )
-            )
+            handlers.append(logging.handlers.WatchedFileHandler(os.path.join(log_dir, LOG_FILE)))
         except OSError as exc:
             # A log folder we cannot write must not stop the service: stderr still works.
             problem = f"cannot write logs to {log_dir} ({exc.strerror}); logging to stderr only"
     for handler in handlers:
         handler._starter = True
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(formatter(app.config["LOG_FORMAT"]))
+        handler.addFilter(RequestIdFilter())
         logger.addHandler(handler)
     # Flask's default stderr handler would print every line twice.
     logger.removeHandler(default_handler)
@@ -45,8 +69,8 @@ def init_app(app):
 
 def log_startup(app):
     """Say what a serving process runs with (CLI commands print only their result)."""
-    from . import GENERATED_SECRET_KEY
-    from .db import masked_url
+    from .. import GENERATED_SECRET_KEY
+    from ..db import masked_url
 
     key_file = app.extensions.get(GENERATED_SECRET_KEY)
     if key_file:
