@@ -137,6 +137,11 @@ class DatabaseHealth:
     def down(self):
         return self._down_since is not None
 
+    def down_for(self):
+        """Seconds since the probe found the database down; 0 while it answers."""
+        since = self._down_since
+        return 0.0 if since is None else time.monotonic() - since
+
     # --- the waits (run in the thread that waits) ---
 
     def check(self):
@@ -304,6 +309,10 @@ def init_app(app, connect_args):
     )
     install_wait_callback()
     app.extensions[EXTENSION] = health
+    from .observability import metrics
+
+    unreachable = metrics(app).database_unreachable
+    metrics(app).add_sampler(lambda: unreachable.set(health.down_for()))
     return health
 
 

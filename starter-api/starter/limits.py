@@ -24,7 +24,7 @@ from limits import parse
 from limits.errors import StorageError
 from werkzeug.exceptions import TooManyRequests
 
-from . import principal
+from . import observability, principal
 
 
 def budget(config, setting):
@@ -47,7 +47,17 @@ def _configured(setting):
     return lambda: str(budget(current_app.config, setting))
 
 
-limiter = Limiter(key_func=get_remote_address, default_limits=[_configured("RATELIMIT_PER_ADDRESS")])
+def _count_refusal(request_limit):
+    """flask-limiter's breach hook: count the 429 by its limit (a shared limit's scope)."""
+    which = request_limit.request_args[-1] if request_limit.shared else "per-address"
+    observability.metrics(current_app).rate_limited.labels(which).inc()
+
+
+limiter = Limiter(
+    key_func=get_remote_address,
+    default_limits=[_configured("RATELIMIT_PER_ADDRESS")],
+    on_breach=_count_refusal,
+)
 
 PER_USER_SCOPE = "per-user"
 FAILED_LOGINS_PER_USER_SCOPE = "failed-login-user"
@@ -99,6 +109,7 @@ def refuse_failed_logins(username=None):
         for item, keys, which in _failed_login_buckets(username):
             if not strategy.test(item, *keys):
                 reset_at, _ = strategy.get_window_stats(item, *keys)
+                observability.metrics(current_app).rate_limited.labels(keys[-2]).inc()  # its scope
                 raise TooManyRequests(
                     f"too many failed logins {which}; retry later",
                     retry_after=max(1, int(reset_at - time.time())),

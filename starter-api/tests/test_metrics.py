@@ -40,3 +40,15 @@ def test_imported_rows_are_counted_by_outcome(app, tmp_path):
     result = app.test_cli_runner().invoke(args=["import-pxcodes", str(path)])
     assert result.exit_code == 0, result.output
     assert [_value(app, "starter_imported_rows_total", outcome=o) for o in ("inserted", "updated", "unchanged")] == [1, 1, 1]
+
+
+def test_rate_limit_refusals_are_counted_by_limit(make_seeded_app, auth):
+    app = make_seeded_app(RATELIMIT_PER_USER="2 per minute", RATELIMIT_FAILED_LOGINS="1 per minute")
+    client = app.test_client()
+    statuses = [client.get("/api/v1.0/pxcodes/039", headers=auth.basic()).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    for _ in range(2):
+        client.get("/api/v1.0/pxcodes/039", headers=auth.basic(password="wrong"))
+    assert _value(app, "starter_rate_limit_refusals_total", limit="per-user") == 1
+    assert _value(app, "starter_rate_limit_refusals_total", limit="failed-login-user") == 1
+

@@ -165,3 +165,4 @@ def test_the_gauges_are_sampled(observed):
     assert samples[("starter_database_pool_connections", '{state="checked_out"}')] == 0
     # The version watch re-reads every READ_CACHE_MAX_STALE/4 s: never much older than that.
     assert 0 < samples[("starter_data_version_age_seconds", "")] < 2.0
+    assert samples[("starter_database_unreachable_seconds", "")] == 0  # the database answers
