@@ -48,6 +48,21 @@ from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent
 
+
+def _name_the_metrics_folder():
+    """With METRICS_PORT, the folder where every worker keeps its metric values (METRICS_DIR, else a
+    new temporary one), in PROMETHEUS_MULTIPROC_DIR. prometheus-client chooses how it keeps values
+    when first imported, which the app's modules imported below do, here and in every worker
+    granian forks from this process: the folder must be named before."""
+    import tempfile
+
+    if os.environ.get("METRICS_PORT", "").strip() and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        directory = os.environ.get("METRICS_DIR", "").strip() or tempfile.mkdtemp(prefix="starter-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+_name_the_metrics_folder()
+
 import secret_files  # noqa: E402  (beside this file: on sys.path wherever it is started from)
 from starter import config  # noqa: E402
 from starter.config import REQUEST_BODY_SLOTS, env_bool, env_int  # noqa: E402
@@ -151,17 +166,14 @@ def build(target=DEFAULT_APP, conf=None):
 
 def _serve_metrics(conf):
     """Export the workers' metrics from this (the master) process: every worker writes its values to
-    files in METRICS_DIR (prometheus-client's multi-process mode), which the workers find in
-    PROMETHEUS_MULTIPROC_DIR, inherited from here."""
-    import tempfile
+    files in PROMETHEUS_MULTIPROC_DIR (prometheus-client's multi-process mode), inherited from here."""
+    from starter.observability.metrics import serve_metrics
 
-    directory = os.environ.get("METRICS_DIR", "").strip() or tempfile.mkdtemp(prefix="starter-metrics-")
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):  # values of an earlier run would be counted again
         if name.endswith(".db"):
             os.remove(os.path.join(directory, name))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    from starter.observability.metrics import serve_metrics
 
     try:
         serve_metrics(conf["metrics_port"], conf["host"], directory)

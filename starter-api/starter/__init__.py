@@ -6,13 +6,12 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import auth, cli, config, db, limits, observability
-from .http import bodies, errors, headers, hosts, replay
+from . import auth, cli, config, db, limits, observability, readcache
+from .http import bodies, errors, headers, hosts
 from .http.environ import without_process_environment
 from .http.unread_body import closing_after_unread_body
 
 SECRET_KEY_FILE = "secret-key"
-GENERATED_SECRET_KEY = "starter_generated_secret_key"
 
 
 def create_app(test_config=None):
@@ -50,7 +49,7 @@ def create_app(test_config=None):
     app.wsgi_app = without_process_environment(app.wsgi_app)
     # Bodies read with a deadline and a size limit; the read cache in front never sees one.
     bodies.init_app(app)
-    replay.init_app(app)
+    readcache.init_app(app)
     app.wsgi_app = closing_after_unread_body(app.wsgi_app)
     observability.wrap(app)
     _trust_forwarded_headers(app)
@@ -119,5 +118,5 @@ def _development_secret_key(app):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(key)
-    app.extensions[GENERATED_SECRET_KEY] = path  # announced when serving (observability.logs.log_startup)
+    app.extensions[observability.logs.GENERATED_SECRET_KEY] = path  # announced when serving (log_startup)
     return key

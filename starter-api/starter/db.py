@@ -83,26 +83,6 @@ def init_app(app):
     migrate.init_app(app, db)
     # Registered after Flask-SQLAlchemy's teardown, so it runs before it.
     app.teardown_appcontext(lambda exc: discard_session())
-    _sample_pool(app)
-
-
-def _sample_pool(app):
-    """Report this worker's pool: connections lent to requests, and idle ones."""
-    from .observability import metrics
-
-    gauge = metrics(app).pool_connections
-    engine = []
-
-    def sample():
-        if not engine:
-            with app.app_context():
-                engine.append(db.engine)
-        pool = engine[0].pool
-        if hasattr(pool, "checkedout"):  # QueuePool (SQLite file databases use one too)
-            gauge.labels("checked_out").set(pool.checkedout())
-            gauge.labels("idle").set(pool.checkedin())
-
-    metrics(app).add_sampler(sample)
 
 
 def discard_session():

@@ -309,10 +309,6 @@ def init_app(app, connect_args):
     )
     install_wait_callback()
     app.extensions[EXTENSION] = health
-    from .observability import metrics
-
-    unreachable = metrics(app).database_unreachable
-    metrics(app).add_sampler(lambda: unreachable.set(health.down_for()))
     return health
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from helpers import PASSWORD, READER, READER_PASSWORD, USERNAME, AuthActions, in_ci, load_starter_data
 
 from starter import create_app
-from starter.http import replay
+from starter import readcache
 from starter.db import db, recreate_tables
 from starter.models import User
 
@@ -142,7 +142,7 @@ def make_app(database_url, tmp_path):
     yield make
     clear_process_caches()
     for app in apps:
-        replay.close(app)
+        readcache.close(app)
         with app.app_context():
             db.session.remove()
             db.engine.dispose()

@@ -70,7 +70,7 @@ def test_every_worker_is_counted_once(observed):
     after = _samples(requests.get(observed.metrics_url, timeout=REQUEST_TIMEOUT).text)
     counted = (_total(after, "starter_http_requests_total", route="/api/v1.0/pxcodes/<pxcode>", status="200")
                - _total(before, "starter_http_requests_total", route="/api/v1.0/pxcodes/<pxcode>", status="200"))
-    assert counted == sent
+    assert counted == sent, {k: v for k, v in after.items() if k[0] == 'starter_http_requests_total'}
     writers = {re.search(r"_(\d+)\.db$", f).group(1) for f in glob.glob(str(observed.metrics_dir / "counter_*.db"))}
     assert len(writers) == 2, writers  # both workers answered, and counted into one sum
     histogram = _total(after, "starter_http_request_duration_seconds_count", route="/api/v1.0/pxcodes/<pxcode>")

@@ -17,7 +17,7 @@ from helpers import load_starter_data
 from sqlalchemy import text
 
 from starter import create_app
-from starter.http import replay
+from starter import readcache
 from starter.db import STARTER_SQL, db, recreate_tables, run_sql_script
 
 if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
@@ -97,7 +97,7 @@ def fuzz_app(request, tmp_path_factory):
     CURRENT_APP.app = app
     yield app
     CURRENT_APP.app = None
-    replay.close(app)
+    readcache.close(app)
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
@@ -196,8 +196,8 @@ def test_stateful_workflows_conform(fuzz_app):
         )
     )
     print(f"\nstateful calls: {sum(seen.values())}, by method and status: {dict(sorted(seen.items()))}")
-    if replay.EXTENSION in fuzz_app.extensions:
-        print(f"answered by the read cache: {fuzz_app.extensions[replay.EXTENSION].hits}")
+    if readcache.EXTENSION in fuzz_app.extensions:
+        print(f"answered by the read cache: {fuzz_app.extensions[readcache.EXTENSION].hits}")
     REQUESTS["count"] += sum(seen.values())
     # The links carried real ETags: writes through them succeeded.
     for done in ("POST 201", "PUT 200", "PATCH 200", "DELETE 204"):

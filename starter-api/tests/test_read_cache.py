@@ -14,8 +14,8 @@ from werkzeug.security import generate_password_hash
 from starter import create_app
 from starter.config import ConfigError, load
 from starter.db import db
-from starter.http import replay
-from starter.versionwatch import APPLICATION_NAME
+from starter import readcache
+from starter.readcache.versionwatch import APPLICATION_NAME
 
 from helpers import PASSWORD, READER, USERNAME, AuthActions
 
@@ -59,7 +59,7 @@ def outside(database_url):
 
 
 def cache_of(app):
-    return app.extensions[replay.EXTENSION]
+    return app.extensions[readcache.EXTENSION]
 
 
 def wait_until(predicate, timeout=5.0):
@@ -379,8 +379,8 @@ def test_without_postgresql_or_when_disabled_there_is_no_read_cache(tmp_path, da
         {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.sqlite", "READ_CACHE": True}
     )
     disabled = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "READ_CACHE": False})
-    assert replay.EXTENSION not in sqlite.extensions
-    assert replay.EXTENSION not in disabled.extensions
+    assert readcache.EXTENSION not in sqlite.extensions
+    assert readcache.EXTENSION not in disabled.extensions
 
 
 @pytest.mark.parametrize("setting", [{"READ_CACHE_MAX_STALE": 0}, {"READ_CACHE_ENTRIES": 0}])

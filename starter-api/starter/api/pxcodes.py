@@ -19,10 +19,10 @@ from ..http.conditional import (
 from ..http.pagination import ARGS as PAGE_ARGS
 from ..http.pagination import PageArgs, render_page
 from ..http.payload import json_object
-from ..http.replay import offer
 from ..limits import per_user
 from ..models import DataVersion, PxCode
 from ..queries import Pager, PxCodeListing
+from ..readcache import allow_replay
 from . import bp
 
 PAGE_CACHES = "starter_pxcode_pages"
@@ -45,7 +45,7 @@ def list_pxcodes():
     reject_unknown_args(PAGE_ARGS | PxCodeListing.ARGS)
     listing, args = PxCodeListing.from_request(), PageArgs.from_request()
     version = DataVersion.current().codes
-    offer(version)
+    allow_replay(version)
     # The body holds absolute links, so the whole URL (host, arguments) is in the tag.
     tag = etag_of(version, request.url)
     pager, rendered_pages = page_caches()
@@ -60,7 +60,7 @@ def _render(page):
 @per_user
 def get_pxcode(pxcode):
     reject_unknown_args(())
-    offer(DataVersion.current().codes)  # read before the row: a replay is never newer than its data
+    allow_replay(DataVersion.current().codes)  # read before the row: a replay is never newer than its data
     code = PxCode.get_or_404(pxcode)
     return json_or_304(code.etag, code.to_dict)
 

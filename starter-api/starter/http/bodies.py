@@ -30,7 +30,11 @@ import io
 import threading
 import time
 
+from flask import has_app_context
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout, ServiceUnavailable
+
+from ..config import ConfigError
+from ..db import db
 
 RETRY_AFTER_SECONDS = 1
 # How long the app's thread waits before handing back its database connection: a body that
@@ -192,10 +196,6 @@ def release_database_connection():
     the statement itself (If-Match), and the next query starts a new transaction.
     Left alone when the session holds changes not yet written.
     """
-    from flask import has_app_context
-
-    from ..db import db
-
     if not has_app_context():
         return
     session = db.session()
@@ -210,8 +210,6 @@ def release_database_connection():
 
 def init_app(app):
     """Read ``app``'s request bodies through ``BodyReader`` (settings from its config)."""
-    from ..config import ConfigError
-
     config = app.config
     if not config["REQUEST_BODY_TIMEOUT"] > 0 or config["REQUEST_BODY_SLOTS"] < 1:
         raise ConfigError("REQUEST_BODY_TIMEOUT and REQUEST_BODY_SLOTS must be positive")

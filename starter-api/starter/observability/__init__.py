@@ -7,6 +7,8 @@
 
 from flask import request
 
+from .. import dbhealth
+from ..db import db
 from . import logs
 from .metrics import UNMATCHED_ROUTE, Metrics
 from .middleware import REPLAYED, ROUTE, USER, RequestObserver
@@ -35,3 +37,24 @@ def init_app(app):
 def wrap(app):
     """Count and log every request of ``app``, replays included (after the read cache is in place)."""
     app.wsgi_app = RequestObserver(app.wsgi_app, metrics(app), app.config["ACCESS_LOG"])
+    _sample_the_database(app)
+
+
+def _sample_the_database(app):
+    """Each second: the worker's connection pool, and how long the database has been unreachable."""
+    gauges = metrics(app)
+    health = dbhealth.of(app)
+    engine = []
+
+    def sample():
+        if not engine:
+            with app.app_context():
+                engine.append(db.engine)
+        pool = engine[0].pool
+        if hasattr(pool, "checkedout"):  # QueuePool (SQLite file databases use one too)
+            gauges.pool_connections.labels("checked_out").set(pool.checkedout())
+            gauges.pool_connections.labels("idle").set(pool.checkedin())
+        if health is not None:
+            gauges.database_unreachable.set(health.down_for())
+
+    gauges.add_sampler(sample)

@@ -14,12 +14,15 @@ import sys
 from flask.logging import default_handler
 from pythonjsonlogger.json import JsonFormatter
 
+from ..db import masked_url
 from .middleware import current_request_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JSON_FIELDS = "{asctime}{levelname}{name}{message}{request_id}"
 JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 LOG_FILE = "starter-api.log"
+# app.extensions: where the factory notes a development secret key it made up (announced when serving).
+GENERATED_SECRET_KEY = "starter_generated_secret_key"
 FORMATS = ("text", "json")
 
 
@@ -69,9 +72,6 @@ def init_app(app):
 
 def log_startup(app):
     """Say what a serving process runs with (CLI commands print only their result)."""
-    from .. import GENERATED_SECRET_KEY
-    from ..db import masked_url
-
     key_file = app.extensions.get(GENERATED_SECRET_KEY)
     if key_file:
         app.logger.warning(

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import NullPool
 
-from .models import DataVersion, Versions
+from ..models import DataVersion, Versions
 
 CHANNEL = "starter_data_version"
 # Run on the raw connection (it also LISTENs): the model's query, compiled once.

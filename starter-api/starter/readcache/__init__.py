@@ -1,0 +1,88 @@
+"""The read cache: repeated reads answered before Flask, from the app's own answers.
+
+A view that calls ``allow_replay(version)`` declares its answer a function of the URL and the
+codes' data version alone, the same for every user who may read. The middleware
+(``middleware.ReadCache``) keeps such answers (200 and 304, per worker process) and serves the next
+identical request itself when all of these hold:
+
+* the version it was made at is still current, as the version watch knows it
+  (``versionwatch``: PostgreSQL notifications; never older than ``READ_CACHE_MAX_STALE``);
+* the request's credentials are ones the app verified recently, and no user changed since
+  (``auth.authenticate`` given the users' version: no hash, no query);
+* the rate limits admit it, counted in flask-limiter's own buckets (``admission``).
+
+Anything else (a first request, new credentials, CORS, Range, If-Match, a limit reached, the
+watch without a connection) goes to Flask untouched, which answers it and any error, and refills
+the cache. Answers are captured from Flask, so a replay carries the same bytes and headers; only
+the rate-limit headers are made fresh. On SQLite (no notifications) and with ``READ_CACHE=off``
+every request goes through Flask. How fresh a replay is: docs/read-path.md.
+"""
+
+import functools
+
+from flask import current_app, has_app_context, request
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from .. import observability
+from ..auth import authenticate
+from ..config import ConfigError
+from ..db import engine_options
+from .middleware import REPLAYABLE, ReadCache
+from .versionwatch import VersionWatch
+
+EXTENSION = "starter_read_cache"
+
+
+def allow_replay(version):
+    """Let the read cache replay this request's answer while the codes are at ``version``."""
+    request.environ[REPLAYABLE] = (version, request.endpoint)
+
+
+def of(app):
+    """``app``'s read cache, or None (off, or SQLite)."""
+    return app.extensions.get(EXTENSION)
+
+
+def init_app(app):
+    """Put the read cache in front of ``app``: the middleware, its version watch (with its own
+    connection), its admission, and the commit hook that keeps this worker's own writes visible."""
+    config = app.config
+    url = config["SQLALCHEMY_DATABASE_URI"]
+    if not config["READ_CACHE"] or make_url(url).get_backend_name() != "postgresql":
+        return
+    if not config["READ_CACHE_MAX_STALE"] > 0 or config["READ_CACHE_ENTRIES"] < 1:
+        raise ConfigError("READ_CACHE_MAX_STALE and READ_CACHE_ENTRIES must be positive")
+    # The app's own connect arguments: the watch's waits get the same deadlines (dbhealth).
+    connect_args = config.get("SQLALCHEMY_ENGINE_OPTIONS", {}).get("connect_args") or engine_options(
+        url, config["DB_CONNECT_TIMEOUT"], config["DB_STATEMENT_TIMEOUT"]
+    )["connect_args"]
+    watch = VersionWatch(url, connect_args, config["READ_CACHE_MAX_STALE"])
+    metrics = observability.metrics(app)
+    cache = ReadCache(
+        app.wsgi_app, watch, config, "/api/", config["READ_CACHE_ENTRIES"],
+        functools.partial(authenticate, app), metrics,
+    )
+    app.wsgi_app = cache
+    app.extensions[EXTENSION] = cache
+    metrics.add_sampler(lambda: metrics.data_version_age.set(watch.confirmed_age() or 0))
+    # Sessions are Flask-SQLAlchemy's, shared by every app of the process: the hook finds its app.
+    if not event.contains(Session, "after_commit", _invalidate_after_commit):
+        event.listen(Session, "after_commit", _invalidate_after_commit)
+
+
+def close(app):
+    """Stop ``app``'s read cache (its listening thread and connection), if it has one."""
+    cache = app.extensions.pop(EXTENSION, None)
+    if cache is not None:
+        cache.watch.stop()
+
+
+def _invalidate_after_commit(session):
+    # This process wrote: its next reads ask the database until the watch has re-read,
+    # so a client sees its own write at once (the other processes hear of it by NOTIFY).
+    if has_app_context():
+        cache = of(current_app)
+        if cache is not None:
+            cache.watch.invalidate()

@@ -1,0 +1,56 @@
+"""The rate limits a replay must pass: the ones Flask would apply, in flask-limiter's own buckets."""
+
+import time
+
+from limits.errors import StorageError
+
+from ..limits import PER_USER_SCOPE, budget, limiter, user_key
+
+# The headers flask-limiter adds (its default names): every answer gets its own, replays too.
+LIMIT_HEADERS = frozenset({"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"})
+
+
+class Admission:
+    """The limits Flask would apply, for a request answered without it (the read cache).
+
+    Same buckets as flask-limiter's: the per-address default limit counted per
+    endpoint, the per-user shared limit; the same headers, from the per-address limit
+    as flask-limiter picks it. The failed-login budgets do not apply: a replay is only
+    ever for credentials the app verified recently. ``admit`` returns the headers, or
+    None to let Flask answer: a limit reached (Flask says 429), or the store unreachable
+    (Flask falls back to counting in memory).
+    """
+
+    def __init__(self, config):
+        self._config = config
+        self._store_down_until = 0.0
+
+    def admit(self, address, username, endpoint):
+        if not limiter.enabled:
+            return []
+        if time.monotonic() < self._store_down_until:
+            return None
+        config = self._config
+        prefix = [config["RATELIMIT_KEY_PREFIX"]] if config.get("RATELIMIT_KEY_PREFIX") else []
+        per_address = (budget(config, "RATELIMIT_PER_ADDRESS"), [*prefix, address, endpoint])
+        per_user = (budget(config, "RATELIMIT_PER_USER"), [*prefix, user_key(username), PER_USER_SCOPE])
+        strategy = limiter.limiter
+        try:
+            for item, keys in (per_address, per_user):
+                if not strategy.hit(item, *keys):
+                    # Flask counts it again and answers 429: a refused request may count
+                    # twice, which only ever errs on the strict side.
+                    return None
+            if not config.get("RATELIMIT_HEADERS_ENABLED"):
+                return []
+            reset_time, remaining = strategy.get_window_stats(per_address[0], *per_address[1])
+        except StorageError:
+            self._store_down_until = time.monotonic() + 1.0
+            return None
+        reset_at = int(reset_time + 1)
+        return [
+            ("X-RateLimit-Limit", str(per_address[0].amount)),
+            ("X-RateLimit-Remaining", str(remaining)),
+            ("X-RateLimit-Reset", str(reset_at)),
+            ("Retry-After", str(int(reset_at - time.time()))),
+        ]

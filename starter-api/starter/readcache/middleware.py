@@ -1,0 +1,154 @@
+"""``ReadCache``: WSGI middleware in front of Flask that keeps answers views allowed to replay, and
+replays them (see the package's docstring for when)."""
+
+import threading
+from dataclasses import dataclass
+
+from cachetools import LRUCache
+from werkzeug.http import parse_etags, unquote_etag
+
+from ..observability.middleware import REPLAYED, ROUTE, USER
+from .admission import LIMIT_HEADERS, Admission
+
+REPLAYABLE = "starter.readcache.replayable"  # environ: (version, endpoint), set by allow_replay
+# Requests with these headers are answered differently or per client: Flask decides.
+PASS_THROUGH_HEADERS = (
+    "HTTP_ORIGIN",
+    "HTTP_IF_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_UNMODIFIED_SINCE",
+    "HTTP_IF_RANGE",
+    "HTTP_RANGE",
+)
+
+
+@dataclass
+class KeptAnswer:
+    """An answer of the app's, as it was sent, with what a replay of it must match."""
+
+    version: str
+    endpoint: str
+    route: str  # the URL rule, for the access line and the metrics
+    etag: str  # unquoted
+    etag_header: str  # as sent: what a revalidating client sends back, mostly
+    status: str
+    headers: list
+    body: bytes
+
+
+class ReadCache:
+    """WSGI middleware in front of the Flask app; see the package's docstring."""
+
+    def __init__(self, wsgi_app, watch, config, prefix, maxsize, principal_of, metrics):
+        self.wsgi_app = wsgi_app
+        self.principal_of = principal_of  # (Authorization, users' version) -> principal or None
+        self.answered_by_replay = metrics.read_cache.labels("replay")
+        self.answered_by_flask = metrics.read_cache.labels("flask")
+        self.watch = watch
+        self.admission = Admission(config)
+        self.prefix = prefix
+        self.hits = 0  # replays served: for tests and the curious
+        self._kept = LRUCache(maxsize)
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        method = environ["REQUEST_METHOD"]
+        if (
+            method not in ("GET", "HEAD")
+            or not environ.get("PATH_INFO", "").startswith(self.prefix)
+            or "HTTP_AUTHORIZATION" not in environ
+            or any(name in environ for name in PASS_THROUGH_HEADERS)
+        ):
+            return self.wsgi_app(environ, start_response)
+        not_modified = "HTTP_IF_NONE_MATCH" in environ
+        key = _request_key(environ)
+        replay = self._replayed_answer(environ, key, not_modified)
+        if replay is not None:
+            status, headers, body = replay
+            start_response(status, headers)
+            self.hits += 1
+            self.answered_by_replay.inc()
+            return [] if method == "HEAD" else [body]
+        self.answered_by_flask.inc()
+        if method != "GET":
+            return self.wsgi_app(environ, start_response)
+        return self._answer_and_keep(environ, start_response, key)
+
+    def _replayed_answer(self, environ, key, conditional):
+        """``(status, headers, body)`` of the kept answer this request may have, else None."""
+        versions = self.watch.current()
+        if versions is None:
+            return None
+        entry = self._get((key, False))
+        if entry is None or entry.version != versions.codes:
+            return None
+        if conditional and _matches(environ["HTTP_IF_NONE_MATCH"], entry):
+            full, entry = entry, self._get((key, True))
+            if entry is None or (entry.version, entry.etag) != (full.version, full.etag):
+                return None
+        principal = self.principal_of(environ["HTTP_AUTHORIZATION"], versions.users)
+        if principal is None:
+            return None
+        address = environ.get("REMOTE_ADDR") or "127.0.0.1"
+        limit_headers = self.admission.admit(address, principal.username, entry.endpoint)
+        if limit_headers is None:
+            return None
+        environ.update({ROUTE: entry.route, USER: principal.username, REPLAYED: True})
+        return entry.status, entry.headers + limit_headers, entry.body
+
+    def _answer_and_keep(self, environ, start_response, key):
+        """Let Flask answer, and keep the answer if the view allowed its replay."""
+        answer = []
+
+        def capturing_start_response(status, headers, exc_info=None):
+            answer[:] = [status, headers]
+            return start_response(status, headers, exc_info)
+
+        result = self.wsgi_app(environ, capturing_start_response)
+        replayable = environ.get(REPLAYABLE)
+        if replayable is None or not answer or answer[0][:3] not in ("200", "304"):
+            return result
+        try:
+            body = b"".join(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        status, headers = answer
+        etag = next((value for name, value in headers if name.lower() == "etag"), None)
+        if etag is not None:
+            version, endpoint = replayable
+            kept = [(name, value) for name, value in headers if name not in LIMIT_HEADERS]
+            route = environ.get(ROUTE)
+            entry = KeptAnswer(version, endpoint, route, unquote_etag(etag)[0], etag, status, kept, body)
+            self._put((key, status.startswith("304")), entry)
+        return [body]
+
+    def _get(self, key):
+        with self._lock:
+            return self._kept.get(key)
+
+    def _put(self, key, entry):
+        with self._lock:
+            self._kept[key] = entry
+
+    def clear(self):
+        with self._lock:
+            self._kept.clear()
+
+
+def _matches(if_none_match, entry):
+    """Weak comparison (RFC 9110 §13.1.2), parsed only when not the tag byte for byte."""
+    return if_none_match == entry.etag_header or parse_etags(if_none_match).contains_weak(entry.etag)
+
+
+def _request_key(environ):
+    # Everything the app's absolute links are built from, and the arguments.
+    return (
+        environ.get("wsgi.url_scheme"),
+        environ.get("HTTP_HOST"),
+        environ.get("SERVER_NAME"),
+        environ.get("SERVER_PORT"),
+        environ.get("SCRIPT_NAME", ""),
+        environ.get("PATH_INFO", ""),
+        environ.get("QUERY_STRING", ""),
+    )
