@@ -4,6 +4,7 @@ Flask-Script no longer imports on Flask >= 2; Flask's own click CLI offers the
 same commands (``FlaskGroup`` is the documented replacement for a manage script).
 """
 
+import os
 import sys
 
 import click
@@ -15,6 +16,9 @@ from starter.config import ConfigError
 
 
 def _create_app():
+    # A command prints its result or one Error: line; the development server (`run`) logs as set.
+    if sys.argv[1:2] != ["run"]:
+        os.environ.setdefault("LOG_LEVEL", "ERROR")
     try:
         secret_files.load()
         return create_app()
