@@ -45,14 +45,21 @@ def masked_url(url):
     return make_url(url).render_as_string(hide_password=True)
 
 
+# Tables only the migrations' triggers write (search helpers), with no model to compare.
+UNMAPPED_TABLES = frozenset({"starter_pxcode_words"})
+
+
 def for_dialect(dialect_name):
     """Return an alembic ``include_object`` hook that skips schema items made for other databases.
 
     Items declared with ``.ddl_if(dialect=...)`` (PostgreSQL-only indexes) are
-    not created elsewhere, so autogenerate must not ask for them there.
+    not created elsewhere, so autogenerate must not ask for them there; nor may
+    it drop ``UNMAPPED_TABLES``.
     """
 
     def include_object(obj, name, type_, reflected, compare_to):
+        if type_ == "table" and name in UNMAPPED_TABLES:
+            return False
         ddl_if = getattr(obj, "_ddl_if", None)
         return ddl_if is None or ddl_if.dialect in (None, dialect_name)
 
