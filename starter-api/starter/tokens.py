@@ -12,9 +12,11 @@ bp = Blueprint("tokens", __name__, url_prefix="/auth")
 @login_required
 @per_user
 def request_token():
+    user = auth.current_user()
     response = jsonify(
-        token=issue_token(auth.current_user()),
+        token=issue_token(user),
         expiration=current_app.config["TOKEN_EXPIRATION"],
+        is_admin=user.is_admin,  # the code browser shows admins the write controls
     )
     # A credential: no cache may keep it.
     response.headers["Cache-Control"] = "no-cache, no-store, max-age=0"
