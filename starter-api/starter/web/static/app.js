@@ -3,6 +3,8 @@
 // The token lives in sessionStorage (gone with the tab); the password is sent once, to
 // /auth/request-token, and never stored. Every other call carries "Authorization: Bearer".
 // The page's state is its URL (?q=...&page=...&code=...), so a link reopens the same view.
+// Requests go without the browser's credentials (credentials: "omit"): a 401 then reaches this
+// script instead of making the browser ask for a password in a dialog of its own.
 
 const API = "/api/v1.0/pxcodes/";
 const SESSION_KEY = "starter.session";
@@ -33,6 +35,7 @@ function base64Utf8(text) {
 async function signIn(username, password) {
   const response = await fetch("/auth/request-token", {
     headers: { Authorization: "Basic " + base64Utf8(`${username}:${password}`) },
+    credentials: "omit",
     cache: "no-store",
   });
   if (!response.ok) {
@@ -61,7 +64,7 @@ async function api(path, options = {}) {
     throw new SessionExpired();
   }
   const headers = { ...(options.headers || {}), Authorization: `Bearer ${session.token}` };
-  const response = await fetch(path, { ...options, headers });
+  const response = await fetch(path, { ...options, headers, credentials: "omit" });
   if (response.status === 401) {
     signOut("Your session has expired: sign in again.");
     throw new SessionExpired();
@@ -304,8 +307,8 @@ async function deleteCurrent() {
   if (!response.ok) return showDetailMessage(await errorMessage(response), "error");
   const gone = current.pxcode;
   closeDetail();
-  showStatus(`Deleted ${gone}.`, "notice");
-  search(state.page);
+  await search(state.page);
+  showStatus(`Deleted ${gone}. ${$("status").textContent}`, "notice");
 }
 
 async function showConflict(what) {

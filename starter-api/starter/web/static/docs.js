@@ -11,5 +11,11 @@ window.addEventListener("DOMContentLoaded", function () {
     validatorUrl: null,
     presets: [SwaggerUIBundle.presets.apis],
     layout: "BaseLayout",
+    // Without the browser's credentials a 401 reaches Swagger UI instead of making the
+    // browser ask for a password in a dialog of its own (the answer says WWW-Authenticate: Basic).
+    requestInterceptor: function (request) {
+      request.credentials = "omit";
+      return request;
+    },
   });
 });
