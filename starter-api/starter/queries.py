@@ -93,7 +93,11 @@ class PxCodeListing:
 
     def where(self):
         """The filter: every word starts a title word or the code (``search.matches``), and the code prefix."""
-        conditions = [search.matches(self.words)] if self.words else []
+        conditions = []
+        if self.words:
+            code_words = [w for w in self.words if search.starts_a_code(w)]
+            indexed = db.engine.dialect.name == "postgresql"
+            conditions.append(search.matches(self.words, indexed, code_words))
         if self.prefix:
             conditions.append(PxCode.pxcode.like(f"{like_literal(self.prefix)}%", escape="\\"))
         return and_(true(), *conditions)

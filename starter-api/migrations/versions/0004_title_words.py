@@ -1,4 +1,10 @@
-"""The titles' words, for typo-tolerant search (PostgreSQL): starter_pxcode_words.
+"""The titles' words (PostgreSQL): a full-text index of them, and starter_pxcode_words for typos.
+
+ix_starter_pxcodes_title_words indexes each title's lower-cased words (split at
+every character that is no letter or digit) for prefix search
+(``starter.search.TITLE_WORDS`` is its expression): all the words of a search are
+looked up at once, where the trigram index would intersect the trigrams of common
+words at length. No model declares it (an expression index; ``starter.db.UNMAPPED``).
 
 One row per distinct lower-case word of the titles (runs of letters and digits)
 with the number of its uses, kept by statement triggers on starter_pxcodes, and
@@ -6,7 +12,7 @@ a trigram index on it: a misspelt search word is compared with these few
 thousand words (``starter.typos``), never with a million titles. SQLite has no
 pg_trgm; there the service reads the words from the titles instead.
 
-No model maps the table (``starter.db.UNMAPPED_TABLES``): only the triggers write it.
+No model maps the table (``starter.db.UNMAPPED``): only the triggers write it.
 
 Revision ID: 0004
 Revises: 0003
@@ -27,6 +33,10 @@ CREATE TABLE starter_pxcode_words (
     uses bigint NOT NULL
 )
 """
+TITLE_WORDS_INDEX = (
+    "CREATE INDEX ix_starter_pxcodes_title_words ON starter_pxcodes USING gin"
+    " (to_tsvector('simple', regexp_replace(lower(procedure), '[^a-z0-9]+', ' ', 'g')))"
+)
 INDEXES = (
     "CREATE INDEX ix_starter_pxcode_words_trgm ON starter_pxcode_words USING gin (word gin_trgm_ops)",
     # The triggers delete the words no title uses any more: found without a scan.
@@ -78,6 +88,7 @@ def upgrade():
         return
     # createdb drops the mapped tables only: a table left from before is rebuilt.
     op.execute("DROP TABLE IF EXISTS starter_pxcode_words")
+    op.execute("DROP INDEX IF EXISTS ix_starter_pxcodes_title_words")
     op.execute(TABLE)
     for index in INDEXES:
         op.execute(index)
@@ -88,6 +99,7 @@ def upgrade():
             " FOR EACH STATEMENT EXECUTE FUNCTION starter_count_title_words()"
         )
     op.execute(BACKFILL)
+    op.execute(TITLE_WORDS_INDEX)
 
 
 def downgrade():
@@ -97,3 +109,4 @@ def downgrade():
         op.execute(f"DROP TRIGGER IF EXISTS starter_pxcodes_words_{event} ON starter_pxcodes")
     op.execute("DROP FUNCTION IF EXISTS starter_count_title_words()")
     op.execute("DROP TABLE IF EXISTS starter_pxcode_words")
+    op.execute("DROP INDEX IF EXISTS ix_starter_pxcodes_title_words")
