@@ -42,10 +42,10 @@ DEFAULT_PEERS = "nginx-static,flask-gunicorn,fastapi-uvicorn"
 RATIO_PEERS = ("nginx-static", "flask-gunicorn")
 # Which peer endpoint each of ours is compared with (search results are pages too).
 PEER_ENDPOINT = {"list": "list", "deep": "list", "item": "item", "304": "l304", "q": "list", "code": "list",
-                 "prefix": "list", "fuzzy": "list"}
-ENDPOINTS = ("list", "deep", "item", "304", "q", "code", "prefix", "fuzzy")
+                 "prefix": "list", "broad": "list", "fuzzy": "list"}
+ENDPOINTS = ("list", "deep", "item", "304", "q", "code", "prefix", "broad", "fuzzy")
 # Many different searches, each URL rarely repeated (bench/search.lua): typed prefixes, typos.
-SEARCH_ENDPOINTS = ("prefix", "fuzzy")
+SEARCH_ENDPOINTS = ("prefix", "broad", "fuzzy")
 SEARCH_QUERIES = 20000
 SERVERS = ("granian", "gunicorn")
 DEFAULT_SERVER = "granian"  # what the Docker image runs (starter-api/Dockerfile: python serve.py)
@@ -107,33 +107,45 @@ def data_file(size, workdir, python):
 def search_queries(path, kind, count, seed=20261202):
     """``count`` searches as people type them, from the titles of the TSV at ``path``.
 
-    ``prefix``: the starts (4-6 letters) of two words of one title, in their order
-    ("cardi valv"). ``fuzzy``: a word of 7+ letters of a title with two neighbouring letters
-    swapped ("replacmeent"), after the start of another word of it ("hip replacmeent").
+    ``prefix``: the starts (4-6 letters) of the two words of one title that the fewest titles
+    use, in their order ("cardi valv"): the words that tell a code from the others. ``broad``:
+    the starts of two words of one title picked at random ("right appr"): searches that match
+    tens of thousands of codes. ``fuzzy``: as ``prefix``, but the second word whole with two
+    neighbouring letters swapped ("hip replacmeent").
     """
     import random
+    from collections import Counter
 
     rng = random.Random(f"{seed}-{kind}")
     titles = []
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f):
             if i % 97 == 0:  # a spread sample, without reading a million lines into memory
-                titles.append(line.split("\t", 1)[1].strip())
+                titles.append(re.findall(r"[A-Za-z]+", line.split("\t", 1)[1].lower()))
+    uses = Counter(w for title in titles for w in set(title))
     queries = []
     while len(queries) < count:
-        words = [w for w in re.findall(r"[A-Za-z]+", rng.choice(titles)) if len(w) >= 4]
+        words = list(dict.fromkeys(w for w in rng.choice(titles) if len(w) >= 4))
+        if kind == "fuzzy":
+            words = [w for w in words if len(w) >= 7] + [w for w in words if len(w) < 7]
         if len(words) < 2:
             continue
-        first, second = sorted(rng.sample(range(len(words)), 2))
-        head = words[first][: rng.randint(4, 6)].lower()
-        if kind == "prefix":
-            queries.append(f"{head} {words[second][: rng.randint(4, 6)].lower()}")
+        if kind == "broad":
+            picked = sorted(rng.sample(range(len(words)), 2))
+        else:
+            picked = sorted(sorted(range(len(words)), key=lambda i: uses[words[i]])[:2])
+        first, second = (words[i] for i in picked)
+        head = first[: rng.randint(4, 6)]
+        if kind != "fuzzy":
+            queries.append(f"{head} {second[: rng.randint(4, 6)]}")
             continue
-        word = words[second].lower()
-        if len(word) < 7:
+        if len(second) < 7:
+            first, second = second, first
+            head = first[: rng.randint(4, 6)]
+        if len(second) < 7:
             continue
-        i = rng.randint(2, len(word) - 3)
-        queries.append(f"{head} {word[:i]}{word[i + 1]}{word[i]}{word[i + 2:]}")
+        i = rng.randint(2, len(second) - 3)
+        queries.append(f"{head} {second[:i]}{second[i + 1]}{second[i]}{second[i + 2:]}")
     return queries
 
 
