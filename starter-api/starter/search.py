@@ -98,10 +98,13 @@ def matches(words, indexed=False, code_words=()):
 def relevance(words):
     """The rank of a matching code (``EXACT_CODE`` first); order by it, then by code."""
     exact = or_(*(PxCode.pxcode == w for word in words for w in _code_spellings(word)))
+    code_prefix = or_(*(_code_starts_with(w) for w in words))
+    if len(words) == 1:  # one word is always in order: no expression to test on every row
+        return case((exact, EXACT_CODE), (code_prefix, CODE_PREFIX), else_=TITLE_IN_ORDER)
     in_order = ".*".join(WORD_START + _regex_literal(w) for w in words)
     return case(
         (exact, EXACT_CODE),
-        (or_(*(_code_starts_with(w) for w in words)), CODE_PREFIX),
+        (code_prefix, CODE_PREFIX),
         (_title_matches(in_order), TITLE_IN_ORDER),
         else_=TITLE_ANY_ORDER,
     )

@@ -319,6 +319,7 @@ async function showConflict(what) {
     return showDetailMessage("Conflict: someone else deleted this code meanwhile. Nothing was changed.", "conflict");
   }
   showDetail();
+  search(state.page); // the list shows the code as it is now too
   $("edit-procedure").value = mine;
   showDetailMessage(
     `Conflict: someone else ${what} this code after you opened it, so your change was not saved. ` +
