@@ -41,8 +41,12 @@ DEFAULT_SIZES = "100,78638,1000000"
 DEFAULT_PEERS = "nginx-static,flask-gunicorn,fastapi-uvicorn"
 RATIO_PEERS = ("nginx-static", "flask-gunicorn")
 # Which peer endpoint each of ours is compared with (search results are pages too).
-PEER_ENDPOINT = {"list": "list", "deep": "list", "item": "item", "304": "l304", "q": "list", "code": "list"}
-ENDPOINTS = ("list", "deep", "item", "304", "q", "code")
+PEER_ENDPOINT = {"list": "list", "deep": "list", "item": "item", "304": "l304", "q": "list", "code": "list",
+                 "prefix": "list", "broad": "list", "fuzzy": "list"}
+ENDPOINTS = ("list", "deep", "item", "304", "q", "code", "prefix", "broad", "fuzzy")
+# Many different searches, each URL rarely repeated (bench/search.lua): typed prefixes, typos.
+SEARCH_ENDPOINTS = ("prefix", "broad", "fuzzy")
+SEARCH_QUERIES = 20000
 SERVERS = ("granian", "gunicorn")
 DEFAULT_SERVER = "granian"  # what the Docker image runs (starter-api/Dockerfile: python serve.py)
 WORD_QUERY = "joint replacement"
@@ -98,6 +102,51 @@ def data_file(size, workdir, python):
     if not path.exists():
         run([python, BENCH_DIR / "gen_pxcodes.py", "-n", str(size), path], timeout=600)
     return path
+
+
+def search_queries(path, kind, count, seed=20261202):
+    """``count`` searches as people type them, from the titles of the TSV at ``path``.
+
+    ``prefix``: the starts (4-6 letters) of the two words of one title that the fewest titles
+    use, in their order ("cardi valv"): the words that tell a code from the others. ``broad``:
+    the starts of two words of one title picked at random ("right appr"): searches that match
+    tens of thousands of codes. ``fuzzy``: as ``prefix``, but the second word whole with two
+    neighbouring letters swapped ("hip replacmeent").
+    """
+    import random
+    from collections import Counter
+
+    rng = random.Random(f"{seed}-{kind}")
+    titles = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i % 97 == 0:  # a spread sample, without reading a million lines into memory
+                titles.append(re.findall(r"[A-Za-z]+", line.split("\t", 1)[1].lower()))
+    uses = Counter(w for title in titles for w in set(title))
+    queries = []
+    while len(queries) < count:
+        words = list(dict.fromkeys(w for w in rng.choice(titles) if len(w) >= 4))
+        if kind == "fuzzy":
+            words = [w for w in words if len(w) >= 7] + [w for w in words if len(w) < 7]
+        if len(words) < 2:
+            continue
+        if kind == "broad":
+            picked = sorted(rng.sample(range(len(words)), 2))
+        else:
+            picked = sorted(sorted(range(len(words)), key=lambda i: uses[words[i]])[:2])
+        first, second = (words[i] for i in picked)
+        head = first[: rng.randint(4, 6)]
+        if kind != "fuzzy":
+            queries.append(f"{head} {second[: rng.randint(4, 6)]}")
+            continue
+        if len(second) < 7:
+            first, second = second, first
+            head = first[: rng.randint(4, 6)]
+        if len(second) < 7:
+            continue
+        i = rng.randint(2, len(second) - 3)
+        queries.append(f"{head} {second[:i]}{second[i + 1]}{second[i]}{second[i + 2:]}")
+    return queries
 
 
 def count_lines(path):
@@ -316,6 +365,12 @@ def measure_size(size, args, service, pg, python, auth_plain, auth_b64, results,
             "q": api + "?" + urllib.parse.urlencode({"q": WORD_QUERY}),
             "code": api + "?" + urllib.parse.urlencode({"code": prefix}),
         }
+        for kind in SEARCH_ENDPOINTS:
+            paths = args.workdir / f"search-{kind}-{size}.txt"
+            paths.write_text("".join(
+                "/api/v1.0/pxcodes/?" + urllib.parse.urlencode({"q": q}) + "\n"
+                for q in search_queries(path, kind, SEARCH_QUERIES)))
+            urls[kind] = paths
         load_endpoints(args, service, size, "flask", urls, auth_plain, auth_b64, results, recorded)
     finally:
         service.stop()
@@ -337,6 +392,10 @@ def load_endpoints(args, service, size, app, urls, auth_plain, auth_b64, results
     # Warm-up (workers, connections, caches), bounded.
     wrk(args.peers, "load.sh", urls["list"], auth_plain, args.warmup)
     for name in ENDPOINTS:
+        if name in SEARCH_ENDPOINTS:
+            if app == "flask":  # the ceiling app knows one answer per URL, not thousands
+                load_searches(args, service, size, name, urls[name], auth_plain, auth_b64, results)
+            continue
         url = urls[name]
         status, headers, body = fetch(url, auth_b64)
         if recorded is not None and name != "304":
@@ -354,6 +413,30 @@ def load_endpoints(args, service, size, app, urls, auth_plain, auth_b64, results
             f"rps={figures['rps']:.0f} p50={figures['p50']}ms p99={figures['p99']}ms bad={figures['bad']}")
         log(f"  {app:7} {name:5} {figures['url']}: {shown}")
         time.sleep(args.cooldown)
+
+
+def load_searches(args, service, size, name, paths_file, auth_plain, auth_b64, results):
+    """wrk through bench/search.lua: every request a different search from ``paths_file``."""
+    paths = paths_file.read_text().split()
+    sample = [fetch(service.base + p, auth_b64) for p in paths[:50]]
+    fuzzy = sum(json.loads(body)["meta"].get("fuzzy", False) for status, _, body in sample if status == 200)
+    found = sum(json.loads(body)["meta"]["total"] > 0 for status, _, body in sample if status == 200)
+    auth = base64.b64encode(auth_plain.encode()).decode()
+    command = ["wrk", f"-t{os.environ.get('WRK_THREADS', '2')}", f"-c{os.environ.get('WRK_CONNS', '32')}",
+               f"-d{args.duration}", "--timeout", "5s", "--latency", "-H", f"Authorization: Basic {auth}",
+               "-s", str(BENCH_DIR / "search.lua"), service.base]
+    result = run(command, timeout=duration_seconds(args.duration) + 60,
+                 env=dict(os.environ, SEARCH_PATHS=str(paths_file)), check=False)
+    line = next((l[len("BENCH "):] for l in result.stdout.splitlines() if l.startswith("BENCH ")), None)
+    figures = parse_load_line(line) if line else {"error": (result.stderr or result.stdout).strip()[-200:]}
+    figures.update(size=size, endpoint=name, url=f"{len(paths)} searches, e.g. {paths[0]}", status=sample[0][0],
+                   bytes=len(sample[0][2]), app="flask", server=service.server,
+                   note=f"of the first 50: {found} found codes, {fuzzy} through typo correction")
+    results.append(figures)
+    shown = figures.get("error") or (
+        f"rps={figures['rps']:.0f} p50={figures['p50']}ms p99={figures['p99']}ms bad={figures['bad']}")
+    log(f"  flask   {name:6} {figures['url']}: {shown} ({figures['note']})")
+    time.sleep(args.cooldown)
 
 
 def run_peer_bench(args):
@@ -469,10 +552,11 @@ def targets(results, imports, peers):
             if a and b and a["p50"]:
                 x = b["p50"] / a["p50"]
                 out.append(f"  p50 {ep} at {large} / at {small}: {x:.2f} (<= 2): {verdict(x <= 2)}")
-        for ep in ("q", "code"):
-            r = by.get((large, ep))
+    if sizes and sizes[-1] >= 1_000_000:
+        for ep in ("q", "code", *SEARCH_ENDPOINTS):
+            r = by.get((sizes[-1], ep))
             if r:
-                out.append(f"  {ep} p99 at {large}: {r['p99']:.1f} ms (< 50 ms): {verdict(r['p99'] < 50)}")
+                out.append(f"  {ep} p99 at {sizes[-1]}: {r['p99']:.1f} ms (< 50 ms): {verdict(r['p99'] < 50)}")
     for i in imports:
         if i["size"] == 78638:
             x = i["copy_s"] / i["import_s"]

@@ -20,7 +20,8 @@ def create_app(test_config=None):
     ``test_config`` may be a profile name, or a mapping laid over the testing
     profile; by default the profile named by ``$FLASK_CONFIG`` is used.
     """
-    app = Flask(__name__, instance_relative_config=True)
+    # No app-wide static folder: the pages' files are the web blueprint's, at /static.
+    app = Flask(__name__, instance_relative_config=True, static_folder=None)
     if isinstance(test_config, Mapping):
         app.config.from_mapping(config.load("testing"))
         app.config.from_mapping(test_config)
@@ -59,10 +60,12 @@ def create_app(test_config=None):
 def _register_blueprints(app):
     from . import health, tokens
     from .api import bp as api_bp
+    from .web import bp as web_bp
 
     app.register_blueprint(api_bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(web_bp)
 
 
 def _trust_forwarded_headers(app):

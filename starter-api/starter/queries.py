@@ -5,22 +5,29 @@ version (any write changes the version, so a cached figure is never stale):
 the total is counted once per version and listing, and a page deep in the
 listing is fetched by its first key (keyset) instead of an OFFSET scan; the
 first key of every page is computed once per version, listing and page size.
+
+How words match and rank is ``starter.search``; a search that finds nothing is
+tried once more with its misspelt words corrected (``starter.typos``).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flask import request
 from sqlalchemy import and_, func, select, true, tuple_
 from sqlalchemy.orm import aliased
 from werkzeug.exceptions import BadRequest, NotFound
 
+from . import search
 from .cache import ComputedCache
 from .db import db
 from .http.pagination import Page
 from .models import PXCODE_MAX, PxCode, is_pxcode, is_storable_text
+from .search import like_literal
+from .typos import Corrector
 
 SORT_FIELDS = {"pxcode": PxCode.pxcode, "procedure": PxCode.procedure}
-SORT_CHOICES = tuple(f"{sign}{name}" for name in SORT_FIELDS for sign in ("", "-"))
+RELEVANCE = "relevance"
+SORT_CHOICES = (RELEVANCE, *(f"{sign}{name}" for name in SORT_FIELDS for sign in ("", "-")))
 Q_MAX_LENGTH = 200
 Q_MAX_WORDS = 10
 # Up to this many rows an OFFSET scan is cheaper than computing page keys.
@@ -30,11 +37,6 @@ OFFSET_SCAN_MAX = 5000
 SORT_MATCHES_MAX = 20000
 
 
-def _like_literal(text):
-    """Escape LIKE wildcards so user text matches literally (escape character ``\\``)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 @dataclass(frozen=True)
 class PxCodeListing:
     """A filtered, ordered selection of codes; hashable, so it can key caches."""
@@ -42,6 +44,7 @@ class PxCodeListing:
     words: tuple = ()
     prefix: str = ""
     sort: str = "pxcode"
+    fuzzy: bool = False  # the words are corrections of the ones asked for
 
     ARGS = frozenset({"q", "code", "sort"})
 
@@ -53,7 +56,7 @@ class PxCodeListing:
             raise BadRequest(f"q must be at most {Q_MAX_LENGTH} characters")
         if not is_storable_text(q):
             raise BadRequest("q must not contain control characters")
-        # ILIKE ignores case; lower-casing only merges repeated words.
+        # Matching ignores case; lower-casing merges repeated words.
         words = tuple(dict.fromkeys(word.lower() for word in q.split()))
         if len(words) > Q_MAX_WORDS:
             raise BadRequest(f"q must have at most {Q_MAX_WORDS} words")
@@ -62,14 +65,21 @@ class PxCodeListing:
             raise BadRequest(
                 f"code must be the start of a code: 1 to {PXCODE_MAX} letters, digits, '.' or '-'"
             )
-        sort = request.args.get("sort", "pxcode")
+        sort = request.args.get("sort", RELEVANCE if words else "pxcode")
         if sort not in SORT_CHOICES:
             raise BadRequest(f"sort must be one of {', '.join(SORT_CHOICES)}")
+        if sort == RELEVANCE and not words:
+            sort = "pxcode"  # without words every code ranks alike
         return cls(words=words, prefix=prefix, sort=sort)
 
     @property
     def order_columns(self):
-        """The sort column, then the code as tie-breaker: a unique key in sort order."""
+        """The sort column, then the code as tie-breaker: a unique key in sort order.
+
+        The relevance is an expression, labelled so that subqueries can name it.
+        """
+        if self.sort == RELEVANCE:
+            return [search.relevance(self.words).label(RELEVANCE), PxCode.pxcode]
         column = SORT_FIELDS[self.sort.lstrip("-")]
         columns = [column] if column is PxCode.pxcode else [column, PxCode.pxcode]
         return columns
@@ -82,13 +92,19 @@ class PxCodeListing:
         return [c.desc() if self.descending else c.asc() for c in self.order_columns]
 
     def where(self):
-        """The filter: every word somewhere in the title, and the code prefix."""
-        conditions = [
-            PxCode.procedure.ilike(f"%{_like_literal(word)}%", escape="\\") for word in self.words
-        ]
+        """The filter: every word starts a title word or the code (``search.matches``), and the code prefix."""
+        conditions = []
+        if self.words:
+            code_words = [w for w in self.words if search.starts_a_code(w)]
+            indexed = db.engine.dialect.name == "postgresql"
+            conditions.append(search.matches(self.words, indexed, code_words))
         if self.prefix:
-            conditions.append(PxCode.pxcode.like(f"{_like_literal(self.prefix)}%", escape="\\"))
+            conditions.append(PxCode.pxcode.like(f"{like_literal(self.prefix)}%", escape="\\"))
         return and_(true(), *conditions)
+
+    def meta(self):
+        """What the page's ``meta`` tells of the search: the words searched, corrected or not."""
+        return {"fuzzy": self.fuzzy, "words": list(self.words)} if self.words else {}
 
     @property
     def is_filtered(self):
@@ -108,8 +124,10 @@ class PxCodeListing:
         """
         if not sort_matches:
             return self.filtered().order_by(*self.order_by())
-        matches = aliased(PxCode, self.filtered().offset(0).subquery())
-        columns = [getattr(matches, column.key) for column in self.order_columns]
+        computed = [c for c in self.order_columns if c.key not in PxCode.__table__.c]
+        subquery = self.filtered().add_columns(*computed).offset(0).subquery()
+        matches = aliased(PxCode, subquery)
+        columns = [subquery.c[column.key] for column in self.order_columns]
         return select(matches).order_by(*[c.desc() if self.descending else c.asc() for c in columns])
 
 
@@ -119,10 +137,24 @@ class Pager:
     def __init__(self, maxsize=512):
         self._counts = ComputedCache(maxsize)
         self._page_keys = ComputedCache(max(maxsize // 16, 4))
+        self._corrector = Corrector(maxsize // 2)
+
+    def _total(self, listing, version):
+        return self._counts.get_or_compute((version, listing), lambda: _count(listing))
+
+    def searched(self, listing, version):
+        """Return ``listing``, or its twin with misspelt words corrected when only that one finds codes."""
+        if not listing.words or self._total(listing, version):
+            return listing
+        words = self._corrector.corrected(listing.words, version)
+        if words is None:
+            return listing
+        corrected = replace(listing, words=words, fuzzy=True)
+        return corrected if self._total(corrected, version) else listing
 
     def paginate(self, listing, args, version):
         """Return page ``args.page`` of ``listing`` at data ``version``; 404 past the last page."""
-        total = self._counts.get_or_compute((version, listing), lambda: _count(listing))
+        total = self._total(listing, version)
         empty = Page(items=[], page=args.page, per_page=args.per_page, total=total)
         if args.page > empty.last:
             raise NotFound(f"page {args.page} is past the last page ({empty.last})")
@@ -144,6 +176,7 @@ class Pager:
     def clear(self):
         self._counts.clear()
         self._page_keys.clear()
+        self._corrector.clear()
 
 
 def _count(listing):

@@ -49,11 +49,14 @@ def list_pxcodes():
     # The body holds absolute links, so the whole URL (host, arguments) is in the tag.
     tag = etag_of(version, request.url)
     pager, rendered_pages = page_caches()
-    return cached_json_or_304(tag, lambda: _render(pager.paginate(listing, args, version)), rendered_pages)
+    return cached_json_or_304(tag, lambda: _render(pager, listing, args, version), rendered_pages)
 
 
-def _render(page):
-    return render_page(page, PxCode.serializer())
+def _render(pager, listing, args, version):
+    listing = pager.searched(listing, version)
+    body, headers = render_page(pager.paginate(listing, args, version), PxCode.serializer())
+    body["meta"].update(listing.meta())
+    return body, headers
 
 
 @bp.get("/pxcodes/<pxcode>")
