@@ -18,8 +18,8 @@ from helpers import in_ci
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 PORT = 5000  # the README's
-# Headers whose values change from run to run (time, the new database's version, the machine's Python).
-VARYING = {"Date", "ETag", "Server", "X-RateLimit-Reset"}
+# Headers whose values change from run to run (time, the new database's version, the machine's Python, ids).
+VARYING = {"Date", "ETag", "Server", "X-RateLimit-Reset", "X-Request-ID"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
