@@ -45,6 +45,8 @@ TOKEN_SALT = "starter-api.auth-token"
 REALM = "starter-api"
 EXTENSION = "starter_auth"
 HASH_RETRY_AFTER_SECONDS = 1
+# How long a request waits for the check of the same credentials that another request is making.
+SAME_CHECK_WAIT_SECONDS = 2.0
 
 
 class VerifiedCredentials:
@@ -64,6 +66,9 @@ class VerifiedCredentials:
         self._entries = TTLCache(maxsize, seconds, timer=time.monotonic) if seconds > 0 else None
         self._key = secrets.token_bytes(32)  # per process: digests are useless elsewhere
         self._lock = threading.Lock()
+
+    def digest(self, parts):
+        return self._digest(parts)
 
     def _digest(self, parts):
         message = "\0".join(str(part) for part in parts).encode("utf-8", "surrogatepass")
@@ -95,6 +100,15 @@ class VerifiedCredentials:
             self._entries[self._digest(parts)] = entry
 
 
+class _Check:
+    """A password check in progress: the requests with the same credentials wait for its outcome."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.principal = None
+        self.refusal = None  # the 503 the check met, for the waiting requests too
+
+
 @dataclass
 class _Verified:
     principal: Principal
@@ -111,6 +125,8 @@ class Authenticator:
         self.metrics = metrics
         self.verified = VerifiedCredentials(config["AUTH_CACHE_SECONDS"])
         self._hash_checks = threading.BoundedSemaphore(config["AUTH_PASSWORD_CHECKS"])
+        self._checks = {}  # digest of (username, password) -> _Check in progress
+        self._checks_lock = threading.Lock()
         self._serializer = URLSafeTimedSerializer(config["SECRET_KEY"], salt=TOKEN_SALT)
 
     def authenticate(self, authorization, users_version=None):
@@ -168,13 +184,39 @@ class Authenticator:
         return Principal.of(user, TOKEN)
 
     def _check_password(self, username, password):
+        """The principal the password proves, else None; one hash for concurrent identical credentials.
+
+        A burst of requests with credentials not yet remembered (a client's first, or any after
+        a restart) waits for the one check instead of each meeting the cap on hash checks.
+        """
+        digest = self.verified.digest(("basic", username, password))
+        with self._checks_lock:
+            check = self._checks.get(digest)
+            leading = check is None
+            if leading:
+                check = self._checks[digest] = _Check()
+        if not leading:
+            if not check.done.wait(SAME_CHECK_WAIT_SECONDS):
+                raise self._busy()
+            if check.refusal is not None:
+                raise check.refusal
+            return check.principal
+        try:
+            check.principal = self._hash_and_compare(username, password)
+            return check.principal
+        except ServiceUnavailable as refusal:
+            check.refusal = refusal
+            raise
+        finally:
+            with self._checks_lock:
+                del self._checks[digest]
+            check.done.set()
+
+    def _hash_and_compare(self, username, password):
         user = User.by_username(username)
         if not self._hash_checks.acquire(blocking=False):
             # No waiting: a waiting thread is one the verified users' requests cannot have.
-            raise ServiceUnavailable(
-                "too many password checks at once; retry shortly",
-                retry_after=HASH_RETRY_AFTER_SECONDS,
-            )
+            raise self._busy()
         try:
             self.metrics.password_hashes.inc()
             if user is None:
@@ -186,6 +228,12 @@ class Authenticator:
         finally:
             self._hash_checks.release()
         return Principal.of(user, PASSWORD)
+
+    @staticmethod
+    def _busy():
+        return ServiceUnavailable(
+            "too many password checks at once; retry shortly", retry_after=HASH_RETRY_AFTER_SECONDS
+        )
 
 
 def authenticate(app, authorization, users_version=None):

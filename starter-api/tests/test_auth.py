@@ -2,6 +2,7 @@
 
 import base64
 import threading
+import time
 
 import pytest
 from itsdangerous import TimestampSigner
@@ -180,6 +181,39 @@ def test_password_checks_beyond_the_cap_get_503_and_others_are_served(make_seede
     assert first[0].status_code == 401
     # The slot is free again.
     assert client.get(ITEM, headers=auth.basic(USERNAME, "guess")).status_code == 401
+
+
+def test_identical_credentials_checked_at_once_share_one_hash(make_seeded_app, auth, monkeypatch, password_checks):
+    """A burst of one client's first requests (or every client's, after a restart) waits for one
+    check instead of meeting the cap (a replica test saw 503s right after a restart)."""
+    app = make_seeded_app(AUTH_PASSWORD_CHECKS=1)
+    hashing, release = threading.Event(), threading.Event()
+    real = User.verify_password
+
+    def slow(self, password):
+        hashing.set()
+        release.wait(10)
+        return real(self, password)
+
+    monkeypatch.setattr(User, "verify_password", slow)
+    statuses = []
+
+    def read(headers):
+        statuses.append(app.test_client().get(ITEM, headers=headers).status_code)
+
+    leader = threading.Thread(target=read, args=(auth.basic(),))
+    leader.start()
+    assert hashing.wait(10)
+    followers = [threading.Thread(target=read, args=(auth.basic(),)) for _ in range(4)]
+    wrong = [threading.Thread(target=read, args=(auth.basic(USERNAME, "wrong"),)) for _ in range(2)]
+    for thread in followers + wrong:
+        thread.start()
+    time.sleep(0.3)  # the followers are waiting, the wrong passwords have met the cap
+    release.set()
+    for thread in [leader, *followers, *wrong]:
+        thread.join(10)
+    assert sorted(statuses) == [200] * 5 + [503] * 2
+    assert len(password_checks) == 1  # the leader's hash only: wrong ones met the cap
 
 
 def test_each_app_remembers_its_own_credentials(make_seeded_app, auth, password_checks):
