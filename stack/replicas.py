@@ -418,7 +418,8 @@ def rolling_restart(replicas, proxy, database_url, make_replica, etag):
     failed = load.failed_reads()
     failed_writes = [w for w in load.writes if w[1] != 201]
     check(not failed and not failed_writes, f"rolling restart of {len(replicas)} replicas under {READERS} readers",
-          f"{load.summary()}; {len(failed)} failed reads, {len(failed_writes)} failed writes "
+          f"{load.summary()}; {len(failed)} failed reads {dict(Counter(map(str, failed))) or ''}, "
+          f"{len(failed_writes)} failed writes "
           f"{dict(Counter(str(s) for _, s in failed_writes)) or ''}; {'; '.join(steps)}")
     check_writes(load, database_url, "rolling restart")
 
@@ -464,6 +465,13 @@ def throughput(replicas, proxy):
 def load_average():
     """The machine's 1-minute load average: the figures are only as good as the machine was quiet."""
     return f"{os.getloadavg()[0]:.1f}"
+
+
+def _read(path):
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def main():
@@ -530,6 +538,10 @@ def main():
         if proxy is not None:
             say(f"--- nginx error log:\n{proxy.error_log.read_text(errors='replace')[-2000:]}")
     finally:
+        if proxy is not None and not all(ok for ok, _, _ in results):
+            # Who answered the failures: the app (upstream_status 503) or nginx (no replica).
+            lines = [line for line in _read(proxy.access_log).splitlines() if '" 50' in line]
+            say("--- the proxy's 5xx lines:\n" + "\n".join(lines[-8:]))
         for replica in replicas:
             if replica.process.poll() is None:
                 replica.stop()

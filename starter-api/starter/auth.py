@@ -46,7 +46,7 @@ REALM = "starter-api"
 EXTENSION = "starter_auth"
 HASH_RETRY_AFTER_SECONDS = 1
 # How long a request waits for the check of the same credentials that another request is making.
-SAME_CHECK_WAIT_SECONDS = 2.0
+SAME_CHECK_WAIT_SECONDS = 5.0
 
 
 class VerifiedCredentials:
