@@ -26,15 +26,15 @@ import itertools
 import multiprocessing
 import os
 import secrets
-import signal
-import subprocess
 import sys
+import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-API_DIR = Path(__file__).resolve().parent.parent / "starter-api"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import Postgres, Service  # noqa: E402  (one way of starting the service, for every bench script)
+
 ITEM = "/api/v1.0/pxcodes/039"
 VICTIM = "victim"
 ADDRESSES = [f"127.0.0.{n}" for n in range(2, 251)]
@@ -42,17 +42,6 @@ ADDRESSES = [f"127.0.0.{n}" for n in range(2, 251)]
 
 def basic(username, password):
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
-def psql(pg, sql, dbname="postgres"):
-    host, port = pg.split(":")
-    subprocess.run(["psql", "-h", host, "-p", port, "-U", "postgres", "-d", dbname, "-qAt", "-c", sql],
-                   check=True, timeout=60, capture_output=True)
-
-
-def manage(python, env, *args):
-    subprocess.run([python, "manage.py", *args], cwd=API_DIR, env=env, check=True, timeout=300,
-                   capture_output=True)
 
 
 def percentile(values, fraction):
@@ -139,35 +128,21 @@ def main():
         FLASK_CONFIG="production",
         SECRET_KEY=secrets.token_urlsafe(32),
         DATABASE_URL=f"postgresql+psycopg2://postgres@{args.pg}/{args.dbname}",
-        PORT=str(args.port),
-        SERVER_HOST="127.0.0.1",
         LOG_LEVEL="ERROR",  # thousands of rejected logins are the point, not news
         # The request budgets out of the way: the victim reads as fast as it likes.
         RATELIMIT_PER_USER="1000000 per second",
         RATELIMIT_PER_ADDRESS="1000000 per second",
     )
     env.update(item.split("=", 1) for item in args.server_env)
-    psql(args.pg, f'DROP DATABASE IF EXISTS "{args.dbname}" WITH (FORCE)')
-    psql(args.pg, f'CREATE DATABASE "{args.dbname}"')
-    server = None
+    host, pg_port = args.pg.split(":")
+    pg = Postgres(host, int(pg_port), "postgres", args.dbname)
+    service = Service(args.python, "granian", env, args.port, Path(tempfile.mkdtemp(prefix="hash-flood-")))
+    pg.create()
     try:
-        manage(args.python, env, "createdb")
-        manage(args.python, env, "loaddata")
-        manage(args.python, env, "adduser", VICTIM, password)
-        log = open(f"/tmp/hash_flood-{args.port}.log", "w")
-        server = subprocess.Popen([args.python, "serve.py"], cwd=API_DIR, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"hash_flood: the server did not start; see {log.name}")
-            time.sleep(0.2)
+        service.manage("createdb")
+        service.manage("loaddata")
+        service.manage("adduser", VICTIM, password)
+        service.start("hash-flood")  # the image's python serve.py; waits for /readyz
 
         authorization = basic(VICTIM, password)
         # Verified in every worker (a new connection may land on either) and in the read cache.
@@ -198,14 +173,8 @@ def main():
         print(f"attackers {total} requests ({total / args.duration:.0f}/s): "
               + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))))
     finally:
-        if server is not None and server.poll() is None:
-            os.kill(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)  # the group this server leads
-                server.wait(timeout=10)
-        psql(args.pg, f'DROP DATABASE IF EXISTS "{args.dbname}" WITH (FORCE)')
+        service.stop()
+        pg.drop()
 
 
 if __name__ == "__main__":

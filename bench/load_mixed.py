@@ -31,9 +31,7 @@ import json
 import os
 import random
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,8 +39,9 @@ import time
 import urllib.parse
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-APP_DIR = REPO / "starter-api"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import Postgres, Service  # noqa: E402  (one way of starting the service, for every bench script)
+
 API = "/api/v1.0/pxcodes/"
 WORDS = ["PROCEDURES", "DISORDERS", "W/O", "MCC", "CC", "SYSTEM", "HEART", "KIDNEY", "SPINAL",
          "FUSION", "INFECTIONS", "TRANSPLANT", "MAJOR", "NERVOUS", "VALVE", "CARDIAC", "HIP"]
@@ -58,112 +57,57 @@ def free_port():
 
 
 class OwnServer:
-    """A fresh database on the shared PostgreSQL and the server in front of it (by PID)."""
+    """A fresh database on the shared PostgreSQL and the service in front of it, started as the
+    bench starts it (bench.py's ``Postgres`` and ``Service``: the image's ``python serve.py``)."""
 
     def __init__(self, args):
         self.args = args
-        self.dbname = f"starter_load_{secrets.token_hex(4)}"
-        self.admin_url = f"postgresql+psycopg2://postgres@{args.pg}/postgres"
-        self.url = f"postgresql+psycopg2://postgres@{args.pg}/{self.dbname}"
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        host, port = args.pg.split(":")
+        self.pg = Postgres(host, int(port), "postgres", f"starter_load_{secrets.token_hex(4)}")
         self.tmp = Path(tempfile.mkdtemp(prefix="starter-load-"))
-        self.log_path = self.tmp / f"{args.server}.log"
-        self.process = None
         self.admin = ("load-admin", secrets.token_urlsafe(12))
         self.readers = [(f"load-reader{i}", secrets.token_urlsafe(12)) for i in range(args.readers)]
-        self.env = {
+        env = {
             **{k: v for k, v in os.environ.items()
                if not k.startswith(("SERVER_", "GRANIAN_", "GUNICORN_", "WEB_CONCURRENCY"))},
             "FLASK_CONFIG": "production",
             "SECRET_KEY": secrets.token_urlsafe(32),
-            "DATABASE_URL": self.url,
-            "PORT": str(self.port),
-            "SERVER_HOST": "127.0.0.1",  # granian (serve.py)
-            "GUNICORN_BIND": f"127.0.0.1:{self.port}",  # gunicorn
-            "GUNICORN_CONTROL_SOCKET": str(self.tmp / "gunicorn.ctl"),
+            "DATABASE_URL": self.pg.url,
             "LOG_DIR": "",
             "LOG_LEVEL": "WARNING",
         }
         for item in args.env:
             key, _, value = item.partition("=")
-            self.env[key] = value
-
-    def _sql(self, statement):
-        from sqlalchemy import create_engine, text  # the service's virtualenv has it
-
-        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as connection:
-                connection.execute(text(statement))
-        finally:
-            engine.dispose()
-
-    def _manage(self, *argv, check=True):
-        result = subprocess.run([sys.executable, "manage.py", *argv], cwd=self.args.app_dir, env=self.env,
-                                capture_output=True, text=True, timeout=120)
-        if check and result.returncode != 0:
-            raise RuntimeError(f"manage.py {argv[0]} failed: {result.stderr.strip()}")
-        return result
+            env[key] = value
+        self.service = Service(sys.executable, args.server, env, free_port(), self.tmp)
+        self.base = self.service.base
 
     def start(self):
         t0 = time.monotonic()
-        self._sql(f'CREATE DATABASE "{self.dbname}"')
-        self._manage("createdb")
-        name, password = self.admin
-        result = self._manage("adduser", "--admin", name, password, check=False)
-        if result.returncode != 0:
-            if "--admin" not in result.stderr and "No such option" not in result.stderr:
-                raise RuntimeError(f"adduser --admin failed: {result.stderr.strip()}")
-            print("note: this server has no `adduser --admin` yet; the write user is a plain user")
-            self._manage("adduser", name, password)
-        for reader, password in self.readers:
-            self._manage("adduser", reader, password)
-        self._manage("loaddata")
-        app_dir = Path(self.args.app_dir)
-        if self.args.server == "granian":
-            command = [sys.executable, str(app_dir / "serve.py")]  # the image's CMD
-        else:
-            command = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "bench" / "gunicorn.conf.py"), "wsgi:app"]
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, cwd=app_dir, env=self.env, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.args.server} exited {self.process.returncode}: see {self.log_path}")
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                connection.request("GET", "/readyz")
-                if connection.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError(f"{self.args.server} not ready after 30 s: see {self.log_path}")
-        print(f"server: {self.args.server} PID {self.process.pid} on {self.base}, database {self.dbname}"
-              f" (ready in {time.monotonic() - t0:.1f}s), log {self.log_path}")
+        self.pg.create()
+        self.service.manage("createdb")
+        self.service.manage("adduser", "--admin", *self.admin)
+        for reader in self.readers:
+            self.service.manage("adduser", *reader)
+        self.service.manage("loaddata")
+        self.service.start("load")
+        print(f"server: {self.args.server} PID {self.service.proc.pid} on {self.base}, database"
+              f" {self.pg.dbname} (ready in {time.monotonic() - t0:.1f}s), log {self._log_path()}")
 
     def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)  # the group this server leads
-                self.process.wait(timeout=10)
-        if self.process is not None:
-            self._log.close()
+        self.service.stop()
         try:
-            self._sql(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
-        except Exception as exc:  # noqa: BLE001 - report, never mask the figures
-            print(f"warning: could not drop {self.dbname}: {exc}")
+            self.pg.drop()
+        except SystemExit as exc:  # report, never mask the figures
+            print(f"warning: could not drop {self.pg.dbname}: {exc}")
+
+    def _log_path(self):
+        return self.tmp / f"{self.args.server}-load.log"
 
     def worker_failures(self):
         """Workers killed or died: gunicorn's WORKER TIMEOUT, granian's unexpected worker exit."""
         try:
-            log = self.log_path.read_text(errors="replace")
+            log = self._log_path().read_text(errors="replace")
             return log.count("WORKER TIMEOUT") + log.count("Unexpected exit from worker")
         except OSError:
             return 0
@@ -469,7 +413,6 @@ def main(argv=None):
     parser.add_argument("--readers", type=int, default=4, help="reader users the own server gets")
     parser.add_argument("--pg", default="127.0.0.1:5432", help="PostgreSQL host:port for the own server")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the own server (repeat)")
-    parser.add_argument("--app-dir", default=str(APP_DIR), help="the starter-api folder to serve")
     parser.add_argument("--server", choices=("granian", "gunicorn"), default="granian",
                         help="granian: python serve.py, as the image (default); gunicorn: bench/gunicorn.conf.py"
                              " (needs gunicorn in this venv: pip install -r bench/requirements.txt)")
