@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import API_DIR, Postgres, Service, data_file, ensure_venv, log  # noqa: E402
+from bench import Postgres, Service, data_file, ensure_venv  # noqa: E402
 
 BODY_LENGTH = 60000
 PROBE_TIMEOUT = 5.0
