@@ -43,6 +43,7 @@ from servers import (  # noqa: E402
     ADMIN,
     ADMIN_PASSWORD,
     REQUEST_TIMEOUT,
+    BackgroundLoad,
     PrivatePostgres,
     PrivateRedis,
     ProductionServer,
@@ -174,7 +175,7 @@ class Proxy:
         return re.findall(r"upstream=(\S+)", text)
 
 
-class Load:
+class Load(BackgroundLoad):
     """READERS clients reading and WRITERS clients creating codes, through the proxy, each on its own
     keep-alive connection; every request recorded."""
 
@@ -224,19 +225,6 @@ class Load:
             i += 1
             time.sleep(0.1)
 
-    def __enter__(self):
-        self.started = time.monotonic()
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=30)
-        self.seconds = time.monotonic() - self.started
-        if any(t.is_alive() for t in self.threads):
-            raise RuntimeError("a client thread hung")
 
     def failed_reads(self):
         return [s for _, s in self.reads if s not in (200, 304)]
@@ -564,24 +552,10 @@ def main():
 
 def prepare_database(pg):
     """A database starter on the private server: tables, the 100 starter codes, an admin and a reader."""
-    from sqlalchemy import create_engine, text
-
     from helpers import load_starter_data
-    from starter import create_app
-    from starter.db import db, recreate_tables
 
-    admin = create_engine(pg.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text('CREATE DATABASE "starter"'))
-    admin.dispose()
-    url = pg.url("starter")
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x", "LOG_DIR": None})
-    with app.app_context():
-        recreate_tables()
-        load_starter_data([(ADMIN, ADMIN_PASSWORD, True), (LIMITED_USER, LIMITED_PASSWORD, False)])
-        db.session.remove()
-        db.engine.dispose()
-    return url
+    users = [(ADMIN, ADMIN_PASSWORD, True), (LIMITED_USER, LIMITED_PASSWORD, False)]
+    return pg.create_database("starter", lambda: load_starter_data(users))
 
 
 def nginx_version():

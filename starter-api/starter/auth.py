@@ -68,9 +68,6 @@ class VerifiedCredentials:
         self._lock = threading.Lock()
 
     def digest(self, parts):
-        return self._digest(parts)
-
-    def _digest(self, parts):
         message = "\0".join(str(part) for part in parts).encode("utf-8", "surrogatepass")
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
@@ -84,7 +81,7 @@ class VerifiedCredentials:
         if self._entries is None:
             return None
         with self._lock:
-            entry = self._entries.get(self._digest(parts))
+            entry = self._entries.get(self.digest(parts))
             if entry is None or entry.users_version != users_version:
                 return None
             if not entry.refreshing and time.monotonic() - entry.verified_at > self._ttl / 2:
@@ -97,7 +94,7 @@ class VerifiedCredentials:
             return
         entry = _Verified(principal, users_version, time.monotonic())
         with self._lock:
-            self._entries[self._digest(parts)] = entry
+            self._entries[self.digest(parts)] = entry
 
 
 class _Check:

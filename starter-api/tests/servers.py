@@ -173,6 +173,21 @@ class PrivatePostgres:
     def url(self, database="postgres"):
         return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
 
+    def create_database(self, name, load):
+        """Make database ``name`` at the newest schema, run ``load()`` in its app context; its URL."""
+        admin = create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = self.url(name)
+        app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x", "LOG_DIR": None})
+        with app.app_context():
+            recreate_tables()
+            load()
+            db.session.remove()
+            db.engine.dispose()
+        return url
+
     def destroy(self):
         pid = self.pid
         if pid is not None:
@@ -207,18 +222,7 @@ def private_postgres():
 @pytest.fixture(scope="module")
 def fault_database(private_postgres):
     """A database ``starter`` on the private server: tables, 100 starter codes, an admin."""
-    admin = create_engine(private_postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text('CREATE DATABASE "starter"'))
-    admin.dispose()
-    url = private_postgres.url("starter")
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x", "LOG_DIR": None})
-    with app.app_context():
-        recreate_tables()
-        load_starter_data([(ADMIN, ADMIN_PASSWORD, True)])
-        db.session.remove()
-        db.engine.dispose()
-    return url
+    return private_postgres.create_database("starter", lambda: load_starter_data([(ADMIN, ADMIN_PASSWORD, True)]))
 
 
 def rows(url, sql, **params):
@@ -326,7 +330,26 @@ def new_session(session):
     return s
 
 
-class Traffic:
+class BackgroundLoad:
+    """Client threads (``self.threads``) that run while the ``with`` block does, until ``self.stop``."""
+
+    join_timeout = 40
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=self.join_timeout)
+        self.seconds = time.monotonic() - self.started
+        assert not any(t.is_alive() for t in self.threads), "a client thread hung"
+
+
+class Traffic(BackgroundLoad):
     """Reader and writer threads recording every request: (start, latency, status or error)."""
 
     def __init__(self, service, session, prefix, writers=2, readers=2):
@@ -397,17 +420,6 @@ class Traffic:
             self._request(http, "read", "GET", paths[(i + number) % len(paths)])
             i += 1
             time.sleep(0.005)
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=40)
-        assert not any(t.is_alive() for t in self.threads), "a client thread hung"
 
 
 def errors_in(log, limit=6000):

@@ -24,7 +24,6 @@ import pytest
 import requests
 from helpers import in_ci, load_starter_data
 from servers import REQUEST_TIMEOUT, ProductionServer
-from sqlalchemy import create_engine, text
 
 from starter import create_app
 from starter.db import db, recreate_tables
@@ -80,18 +79,7 @@ def _load_codes_and_users():
 @pytest.fixture(scope="module")
 def browser_database(private_postgres):
     """A database on the private server: every MS-DRG and three users."""
-    admin = create_engine(private_postgres.url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text('CREATE DATABASE "starter_browser"'))
-    admin.dispose()
-    url = private_postgres.url("starter_browser")
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x", "LOG_DIR": None})
-    with app.app_context():
-        recreate_tables()
-        _load_codes_and_users()
-        db.session.remove()
-        db.engine.dispose()
-    return url
+    return private_postgres.create_database("starter_browser", _load_codes_and_users)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from servers import (
     ADMIN_PASSWORD,
     REQUEST_TIMEOUT,
     STATEMENT_TIMEOUT_MS,
+    BackgroundLoad,
     BlackHoleProxy,
     ProductionServer,
     errors_in,
@@ -51,7 +52,7 @@ def _token_session(base):
     return http
 
 
-class Load:
+class Load(BackgroundLoad):
     """API readers (replayable item reads, list pages, token requests) and a /healthz poller."""
 
     PATHS = ("/api/v1.0/pxcodes/039", "/api/v1.0/pxcodes/?per_page=5", "/auth/request-token")
@@ -104,17 +105,6 @@ class Load:
             with self.lock:
                 self.healthz.append((started, time.monotonic() - started, status))
             time.sleep(0.05)
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=20)
-        assert not any(t.is_alive() for t in self.threads), "a client thread hung"
 
 
 def _assert_outage_behaviour(server, start_fault, end_fault, label):
