@@ -236,12 +236,17 @@ class Load(BackgroundLoad):
                 f"p99 {p99:.0f} ms), {len(self.writes)} writes")
 
 
+# Answers that say nothing of a write's outcome: the proxy's 502/504, or no answer at all.
+IN_DOUBT = {502, 504, "ConnectionError", "ReadTimeout", "ChunkedEncodingError"}
+
+
 def check_writes(load, database_url, name):
-    """Every write acknowledged (201) is stored; every write that failed is not."""
+    """Every write acknowledged (201) is stored; every write that failed is not, except those whose
+    outcome nobody can know (the replica died or timed out after taking it: 502, 504, a lost connection)."""
     stored = {code for (code,) in rows(database_url, "SELECT pxcode FROM starter_pxcodes WHERE pxcode LIKE :p",
                                        p=load.prefix + "%")}
     acked = [code for code, status in load.writes if status == 201]
-    failed = [(code, status) for code, status in load.writes if status != 201]
+    failed = [(code, status) for code, status in load.writes if status != 201 and status not in IN_DOUBT]
     lost = [code for code in acked if code not in stored]
     phantom = [(code, status) for code, status in failed if code in stored]
     statuses = Counter(str(status) for _, status in failed)
