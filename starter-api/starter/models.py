@@ -202,6 +202,8 @@ class DataVersion(db.Model):
     epoch: Mapped[str] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(BigInteger)
     users_version: Mapped[int] = mapped_column(BigInteger)
+    # How many codes there are, kept by the same triggers (migration 0005): no count(*).
+    codes: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
     @classmethod
     def current(cls):

@@ -8,7 +8,7 @@ from sqlalchemy import MetaData, Table, text
 from starter.db import db, drop_tables, for_dialect
 from starter.models import User
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 def _at_baseline_with_data(app):
