@@ -133,6 +133,16 @@ def _storage_unavailable(exc):
     current_app.logger.warning("rate-limit storage unavailable: %s", exc)
 
 
+def _retry_after_only_on_refusals(response):
+    # flask-limiter sends Retry-After with every answer; on a 200 it means nothing (RFC 9110
+    # §10.2.3) and flips between 0 and 1 within the window's last second.
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
+
+
 def init_app(app):
     """Bind the limiter; the per-address limit applies to every request."""
+    # Registered first, so it runs after flask-limiter's own hook has added its headers.
+    app.after_request(_retry_after_only_on_refusals)
     limiter.init_app(app)

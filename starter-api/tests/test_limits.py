@@ -15,6 +15,8 @@ def test_rate_limit_headers_on_api_responses(client, auth):
     assert int(response.headers["X-RateLimit-Limit"]) > 0
     assert "X-RateLimit-Remaining" in response.headers
     assert "X-RateLimit-Reset" in response.headers
+    # Retry-After belongs to refusals only (it used to flip between 0 and 1 on every 200).
+    assert "Retry-After" not in response.headers
 
 
 def test_per_user_limit_gives_429_json_with_retry_after(make_seeded_app, auth):

@@ -251,6 +251,17 @@ def test_replays_count_against_the_per_user_limit(make_cached_app, auth):
     assert client.get(ITEM, headers=auth.basic()).status_code == 200
 
 
+def test_a_replayed_200_has_no_retry_after(cached_app, auth):
+    client = cached_app.test_client()
+    first = client.get("/api/v1.0/pxcodes/039", headers=auth.basic())
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    again = client.get("/api/v1.0/pxcodes/039", headers=auth.basic())
+    assert cache_of(cached_app).hits == hits + 1
+    assert first.status_code == again.status_code == 200
+    assert "Retry-After" not in first.headers and "Retry-After" not in again.headers
+
+
 def test_replays_share_the_per_address_budget_and_its_headers(make_cached_app, auth):
     app = make_cached_app(RATELIMIT_PER_ADDRESS="4 per minute")
     client = app.test_client()

@@ -47,10 +47,9 @@ class Admission:
         except StorageError:
             self._store_down_until = time.monotonic() + 1.0
             return None
-        reset_at = int(reset_time + 1)
+        # As Flask's answers: no Retry-After on a 200 (limits.py).
         return [
             ("X-RateLimit-Limit", str(per_address[0].amount)),
             ("X-RateLimit-Remaining", str(remaining)),
-            ("X-RateLimit-Reset", str(reset_at)),
-            ("Retry-After", str(int(reset_at - time.time()))),
+            ("X-RateLimit-Reset", str(int(reset_time + 1))),
         ]
