@@ -11,6 +11,7 @@ tried once more with its misspelt words corrected (``starter.typos``).
 """
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from flask import request
 from sqlalchemy import and_, func, select, true, tuple_
@@ -35,6 +36,7 @@ OFFSET_SCAN_MAX = 5000
 # A filtered listing with at most this many matches is fetched whole and sorted (see
 # ``PxCodeListing.statement``); its pages then never need keys.
 SORT_MATCHES_MAX = 20000
+TOTAL = "total"  # the label of the matches' count in a counted statement
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,21 @@ class PxCodeListing:
     def order_by(self):
         return [c.desc() if self.descending else c.asc() for c in self.order_columns]
 
+    @cached_property
+    def terms(self):
+        """What the database holds of the words (``search.look_up``), looked up once per listing."""
+        return search.look_up(self.words, indexed=db.engine.dialect.name == "postgresql")
+
+    @property
+    def finds_nothing(self):
+        """Known without a search: a word starts neither a title word nor a code."""
+        return bool(self.words) and self.terms.finds_nothing(self.words)
+
     def where(self):
         """The filter: every word starts a title word or the code (``search.matches``), and the code prefix."""
         conditions = []
         if self.words:
-            code_words = [w for w in self.words if search.starts_a_code(w)]
-            indexed = db.engine.dialect.name == "postgresql"
-            conditions.append(search.matches(self.words, indexed, code_words))
+            conditions.append(search.matches(self.words, self.terms))
         if self.prefix:
             conditions.append(PxCode.pxcode.like(f"{like_literal(self.prefix)}%", escape="\\"))
         return and_(true(), *conditions)
@@ -114,21 +124,26 @@ class PxCodeListing:
         """Select the matching codes, in no particular order."""
         return select(PxCode).where(self.where())
 
-    def statement(self, sort_matches=False):
+    def statement(self, sort_matches=False, counted=False):
         """Select the matching codes in order.
 
         ``sort_matches``, for a filter that matches few rows: find the matches first
         (behind ``OFFSET 0``, by their own index) and sort just those. Otherwise
         PostgreSQL may walk the sort order's index and test row after row, which
         is far slower when the matches are few among many (bench/README.md).
+        ``counted`` (with ``sort_matches``): each row also has the number of matches
+        (``count(*) OVER ()``), so one pass over them gives the page and the total.
         """
         if not sort_matches:
             return self.filtered().order_by(*self.order_by())
         computed = [c for c in self.order_columns if c.key not in PxCode.__table__.c]
+        if counted:
+            computed.append(func.count().over().label(TOTAL))
         subquery = self.filtered().add_columns(*computed).offset(0).subquery()
         matches = aliased(PxCode, subquery)
         columns = [subquery.c[column.key] for column in self.order_columns]
-        return select(matches).order_by(*[c.desc() if self.descending else c.asc() for c in columns])
+        ordered = select(matches).order_by(*[c.desc() if self.descending else c.asc() for c in columns])
+        return ordered.add_columns(subquery.c[TOTAL]) if counted else ordered
 
 
 class Pager:
@@ -142,22 +157,54 @@ class Pager:
     def _total(self, listing, version):
         return self._counts.get_or_compute((version, listing), lambda: _count(listing))
 
-    def searched(self, listing, version):
-        """Return ``listing``, or its twin with misspelt words corrected when only that one finds codes."""
-        if not listing.words or self._total(listing, version):
-            return listing
-        words = self._corrector.corrected(listing.words, version)
-        if words is None:
-            return listing
-        corrected = replace(listing, words=words, fuzzy=True)
-        return corrected if self._total(corrected, version) else listing
-
-    def paginate(self, listing, args, version):
-        """Return page ``args.page`` of ``listing`` at data ``version``; 404 past the last page."""
-        total = self._total(listing, version)
+    def search(self, listing, args, version):
+        """Return ``(listing, page)``: page ``args.page`` of ``listing`` at data ``version``, or
+        of its twin with misspelt words corrected when only that one finds codes; 404 past
+        the last page."""
+        total, items = self._first_look(listing, args, version)
+        if listing.words and not total:
+            words = self._corrector.corrected(listing.words, version)
+            if words is not None:
+                corrected = replace(listing, words=words, fuzzy=True)
+                found = self._first_look(corrected, args, version)
+                if found[0]:
+                    listing, (total, items) = corrected, found
         empty = Page(items=[], page=args.page, per_page=args.per_page, total=total)
         if args.page > empty.last:
             raise NotFound(f"page {args.page} is past the last page ({empty.last})")
+        if items is None:
+            items = self._items(listing, args, version, total)
+        return listing, Page(items=items, page=args.page, per_page=args.per_page, total=total)
+
+    def _first_look(self, listing, args, version):
+        """Return ``(total, items or None)``: the total, and the page when finding it cost nothing more.
+
+        A ranked search not counted yet is counted and paged in one pass over its
+        matches (``statement(counted=True)``): the matches would be read anyway to rank
+        them. A search with a word that starts nothing is not run at all.
+        """
+        offset = (args.page - 1) * args.per_page
+        if not (listing.words and listing.sort == RELEVANCE and offset <= OFFSET_SCAN_MAX):
+            return self._total(listing, version), None
+        page = {}
+
+        def count_and_page():
+            if listing.finds_nothing:
+                page["items"] = []
+                return 0
+            statement = listing.statement(sort_matches=True, counted=True)
+            rows = db.session.execute(statement.limit(args.per_page).offset(offset)).all()
+            if not rows and offset:  # past the last page: no row to carry the count
+                return _count(listing)
+            page["items"] = [code for code, _ in rows]
+            return rows[0][1] if rows else 0
+
+        # Another thread on the same search: its total, and this page fetched after it.
+        total = self._counts.get_or_compute((version, listing), count_and_page)
+        return total, page.get("items")
+
+    def _items(self, listing, args, version, total):
+        """Fetch the page's codes, the total known: by OFFSET, or from its first key deep in a long listing."""
         sort_matches = listing.is_filtered and total <= SORT_MATCHES_MAX
         statement = listing.statement(sort_matches=sort_matches).limit(args.per_page)
         offset = (args.page - 1) * args.per_page
@@ -170,8 +217,7 @@ class Pager:
             first = tuple_(*listing.order_columns)
             bound = keys[args.page - 1]
             statement = statement.where(first <= bound if listing.descending else first >= bound)
-        items = db.session.scalars(statement).all()
-        return Page(items=items, page=args.page, per_page=args.per_page, total=total)
+        return db.session.scalars(statement).all()
 
     def clear(self):
         self._counts.clear()
@@ -180,6 +226,8 @@ class Pager:
 
 
 def _count(listing):
+    if listing.finds_nothing:
+        return 0
     return db.session.scalar(select(func.count()).select_from(listing.filtered().subquery()))
 
 

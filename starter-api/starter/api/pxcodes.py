@@ -53,8 +53,8 @@ def list_pxcodes():
 
 
 def _render(pager, listing, args, version):
-    listing = pager.searched(listing, version)
-    body, headers = render_page(pager.paginate(listing, args, version), PxCode.serializer())
+    listing, page = pager.search(listing, args, version)
+    body, headers = render_page(page, PxCode.serializer())
     body["meta"].update(listing.meta())
     return body, headers
 
