@@ -129,6 +129,18 @@ class Writer(threading.Thread):
         return f"{len(lat)} PATCHes ({', '.join(f'{k}: {v}' for k, v in self.statuses.items()) or 'none'}{p99})"
 
 
+class Sampler(threading.Thread):
+    """Calls ``probe`` twice a second until stopped, appending what it returns to ``into``."""
+
+    def __init__(self, probe, into):
+        super().__init__(daemon=True)
+        self.probe, self.into, self.stop = probe, into, threading.Event()
+
+    def run(self):
+        while not self.stop.wait(0.5):
+            self.into.append(self.probe())
+
+
 def token(base, user, password):
     status, _, body = fetch(base + "/auth/request-token", basic(user, password))
     if status != 200:
@@ -168,8 +180,11 @@ class Proxy:
                                      stderr=open(self.dir / "error.log", "wb"), start_new_session=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if self.proc.poll() is None and fetch(self.base + "/proxy-health", "")[0] == 200:
-                return
+            try:
+                if self.proc.poll() is None and fetch(self.base + "/proxy-health", "", timeout=2)[0] == 200:
+                    return
+            except OSError:  # not listening yet (URLError is an OSError)
+                pass
             time.sleep(0.1)
         self.stop()
         raise SystemExit(f"deployed: the proxy does not answer; see {self.dir}/error.log")
@@ -245,10 +260,8 @@ class Sitting:
                     redis_command(args.redis, "FLUSHDB")
                 measured[counters] = self.three(self.service(pg, extra), paths, f"counters={counters}")
                 if counters == "redis":
-                    keys = int(redis_command(args.redis, "DBSIZE"))
-                    self.details.append(f"counters in Redis: {keys} keys in {args.redis} after the run"
-                                        " (0 would mean the counters were not in Redis)")
-                    measured["redis"]["keys"] = keys
+                    self.details.append(f"counters in Redis: at most {measured['redis']['keys']} keys in {args.redis}"
+                                        " during the run (0 would mean the counters were not in Redis)")
                     redis_command(args.redis, "FLUSHDB")
             # Part 5: the proxy in front, as Compose runs it (FORWARDED_PROXIES=1, counters in Redis).
             redis_command(args.redis, "FLUSHDB")
@@ -291,10 +304,18 @@ class Sitting:
             self.details.append(f"{tag}: list answered {status}, X-RateLimit-Limit {limit} (the budget this"
                                 f" process enforces: raised out of reach)")
             wrk(self.args.peers, "load.sh", base + paths["list"], self.auth_plain, self.args.warmup)
-            out = {}
-            for ep in ("list", "item", "304"):
-                etag = fetch(base + paths[ep], self.auth_b64)[1].get("etag") if ep == "304" else None
-                out[ep] = self.load(base, ep, paths[ep], self.args.duration, etag=etag, tag=tag)
+            out, keys = {}, []
+            # The counters' keys expire with their window (a second): count them while the load runs.
+            sampler = Sampler(lambda: int(redis_command(self.args.redis, "DBSIZE")), keys)
+            sampler.start()
+            try:
+                for ep in ("list", "item", "304"):
+                    etag = fetch(base + paths[ep], self.auth_b64)[1].get("etag") if ep == "304" else None
+                    out[ep] = self.load(base, ep, paths[ep], self.args.duration, etag=etag, tag=tag)
+            finally:
+                sampler.stop.set()
+                sampler.join(timeout=10)
+            out["keys"] = max(keys, default=0)
             return out
         finally:
             if proxy:
@@ -402,23 +423,19 @@ class Sitting:
         entries = max([v for k, v in settings.items() if isinstance(v, int) and "ENTRIES" in k] or [1024])
         rng = random.Random(4)
         pages = -(-len(codes) // 100)
-        urls = [API + c for c in rng.sample(codes, 2 * entries)]
-        urls += [f"{API}?page={rng.randint(2, pages)}" for _ in range(2 * entries)]
-        urls += [API + "?" + urllib.parse.urlencode({"q": q}) for q in search_queries(path, "prefix", 2 * entries)]
+        # Items for every worker's replay cache and then some; pages and searches fill the count, page-key
+        # and correction caches (deep pages and new searches cost far more each, so fewer of them).
+        urls = [API + c for c in rng.sample(codes, min(len(codes), 3 * entries))]
+        urls += [f"{API}?page={rng.randint(2, pages)}" for _ in range(entries // 2)]
+        urls += [API + "?" + urllib.parse.urlencode({"q": q}) for q in search_queries(path, "prefix", entries // 2)]
         rng.shuffle(urls)
-        paths_file = self.args.workdir / "fill-paths.txt"
-        paths_file.write_text("\n".join(urls) + "\n")
-        command = ["wrk", "-t2", "-c8", f"-d{self.args.fill_duration}", "--timeout", "10s", "--latency",
-                   "-H", f"Authorization: Basic {self.auth_b64}", "-s", str(BENCH_DIR / "search.lua"), service.base]
-        result = run(command, timeout=duration_seconds(self.args.fill_duration) + 60,
-                     env=dict(os.environ, SEARCH_PATHS=str(paths_file)), check=False)
-        done = re.search(r"(\d+) requests in", result.stdout)
-        sent = int(done.group(1)) if done else 0
+        done, seconds = fill(service.base, self.auth_b64, urls, duration_seconds(self.args.fill_duration))
         workers = worker_rss(service.proc.pid)
-        self.results["memory"] = {"settings": settings, "workers": workers, "fill_requests": sent}
+        self.results["memory"] = {"settings": settings, "workers": workers, "fill_requests": done}
         shown = ", ".join(f"{k}={v}" for k, v in settings.items())
-        self.details.append(f"memory: caches filled with {sent:,} requests of {len(urls):,} distinct URLs"
-                            f" (items, pages, searches; 8 connections, {self.args.fill_duration}); settings: {shown}")
+        self.details.append(f"memory: {done:,} of {len(urls):,} distinct URLs requested in {seconds:.0f} s to fill the"
+                            f" caches ({3 * entries} items, {entries // 2} pages, {entries // 2} searches; 8 clients,"
+                            f" at most {self.args.fill_duration}); settings: {shown}")
         for i, (pid, rss, hwm) in enumerate(workers, 1):
             self.row("4", f"worker {i} RSS after the {len(codes):,}-row run, caches filled",
                      f"{rss / 1024:.0f} MiB (peak {hwm / 1024:.0f} MiB)", "the bound in bench/README.md")
@@ -475,9 +492,41 @@ class Sitting:
         fmt = "  ".join(f"%-{w}s" for w in widths)
         lines = [header, "", fmt % ("part", "figure", "value", "target", "met?"),
                  fmt % tuple("-" * w for w in widths)]
-        lines += [fmt % r for r in self.rows]
+        lines += [fmt % r for r in sorted(self.rows, key=lambda r: r[0])]  # by part, each in its order
         lines += ["", *(f"# {d}" for d in self.details)]
         return "\n".join(lines)
+
+
+def fill(base, auth_b64, paths, seconds, clients=8):
+    """GET each path once from ``clients`` keep-alive connections, for at most ``seconds``;
+    return (requests answered, seconds taken)."""
+    parts = urllib.parse.urlsplit(base)
+    todo, lock, answered = list(paths), threading.Lock(), [0]
+    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+
+    def client():
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        while time.monotonic() < deadline:
+            with lock:
+                if not todo:
+                    return
+                path = todo.pop()
+            try:
+                conn.request("GET", path, headers={"Authorization": "Basic " + auth_b64})
+                conn.getresponse().read()
+                with lock:
+                    answered[0] += 1
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=seconds + 40)
+    return answered[0], time.monotonic() - started
 
 
 def cache_settings(python, env):
@@ -519,7 +568,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, help="the large table's rows (default 1000000; --quick 100000)")
     parser.add_argument("--mixed-duration", help="each load_mixed.py run (default 30s; --quick 10s)")
     parser.add_argument("--mixed-clients", type=int, default=64)
-    parser.add_argument("--fill-duration", help="requests filling the caches before RSS (default 20s; --quick 5s)")
+    parser.add_argument("--fill-duration", help="at most this long filling the caches before RSS (default 60s;"
+                                                 " --quick 10s)")
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/6"),
                         help="the counters' Redis database; FLUSHED before and after each part")
     parser.add_argument("--large-counters", choices=("redis", "memory"), default="redis",
@@ -546,7 +596,7 @@ def main(argv=None):
     args.duration = args.duration or ("3s" if args.quick else "10s")
     args.rows = args.rows or (100_000 if args.quick else 1_000_000)
     args.mixed_duration = args.mixed_duration or ("10s" if args.quick else "30s")
-    args.fill_duration = args.fill_duration or ("5s" if args.quick else "20s")
+    args.fill_duration = args.fill_duration or ("10s" if args.quick else "60s")
     parts = set(args.parts.split(","))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     host, _, port = args.pg.partition(":")
