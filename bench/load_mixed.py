@@ -94,9 +94,10 @@ class OwnServer:
         t0 = time.monotonic()
         self.pg.create()
         self.service.manage("createdb")
-        self.service.manage("adduser", "--admin", *self.admin)
+        # "--": a random password may begin with "-".
+        self.service.manage("adduser", "--admin", "--", *self.admin)
         for reader in self.readers:
-            self.service.manage("adduser", *reader)
+            self.service.manage("adduser", "--", *reader)
         self.service.manage("loaddata")
         self.service.start("load")
         print(f"server: {self.args.server} PID {self.service.proc.pid} on {self.base}, database"
