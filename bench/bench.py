@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -175,6 +176,12 @@ class Postgres:
             cmd += ["-c", a]
         return run(cmd, timeout=timeout)
 
+    def value(self, sql, db=None, timeout=120):
+        """The one value ``sql`` selects, as text."""
+        cmd = ["psql", "-X", "-Atq", "-v", "ON_ERROR_STOP=1", "-h", self.host, "-p", str(self.port),
+               "-U", self.user, "-d", db or self.dbname, "-c", sql]
+        return run(cmd, timeout=timeout).stdout.strip()
+
     def create(self):
         self.drop()
         self.psql(f'CREATE DATABASE "{self.dbname}"', db="postgres")
@@ -306,14 +313,23 @@ def duration_seconds(text):
     return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
-def wrk(peers_dir, script, url, auth_plain, duration, extra=()):
-    env = dict(os.environ, BENCH_AUTH=auth_plain, WRK_DURATION=duration)
-    seconds = duration_seconds(duration)
-    result = run([peers_dir / script, url, *extra], timeout=seconds + 60, env=env, check=False)
+def max_latency_ms(wrk_output):
+    """The Max column of wrk's ``Latency`` line, in ms (None if absent)."""
+    m = re.search(r"^\s*Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\b", wrk_output, re.M)
+    return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)] if m else None
+
+
+def wrk(peers_dir, script, url, auth_plain, duration, extra=(), env=None):
+    """One run of the peers' load.sh / load304.sh; its figures, with ``max`` (ms) from wrk's own output."""
+    with tempfile.NamedTemporaryFile("r", prefix="wrk-", suffix=".log") as full:
+        env = dict(os.environ, BENCH_AUTH=auth_plain, WRK_DURATION=duration, WRK_LOG=full.name, **(env or {}))
+        seconds = duration_seconds(duration)
+        result = run([peers_dir / script, url, *extra], timeout=seconds + 60, env=env, check=False)
+        output = full.read()
     line = result.stdout.strip().splitlines()[-1:] if result.stdout.strip() else []
     if result.returncode != 0 or not line:
         return {"error": (result.stderr or result.stdout).strip().splitlines()[-1:] or ["failed"]}
-    return parse_load_line(line[0])
+    return dict(parse_load_line(line[0]), max=max_latency_ms(output))
 
 
 def measure_size(size, args, service, pg, python, auth_plain, auth_b64, results, imports):
@@ -565,6 +581,25 @@ def targets(results, imports, peers):
     return out
 
 
+RAISED_BUDGET = "1000000 per second"
+
+
+def server_env(pg, server_env=(), production_limits=False):
+    """The server's environment: the image's defaults, not this shell's settings (unless ``server_env``)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FLASK_", "GUNICORN_", "GRANIAN_", "SERVER_", "WEB_CONCURRENCY", "PORT",
+                                "RATELIMIT_"))}
+    env.update(FLASK_CONFIG="production", SECRET_KEY=secrets.token_urlsafe(32), DATABASE_URL=pg.url,
+               PYTHONDONTWRITEBYTECODE="1")
+    env.pop("LOG_DIR", None)
+    if not production_limits:
+        # The limiter stays on (its cost is measured) with budgets the load cannot reach, in memory
+        # (shared out per worker) and in Redis alike.
+        env.update(RATELIMIT_PER_USER=RAISED_BUDGET, RATELIMIT_PER_ADDRESS=RAISED_BUDGET)
+    env.update(item.split("=", 1) for item in server_env)
+    return env
+
+
 def ensure_venv(path):
     """A venv with the service's pinned requirements and bench/requirements.txt, made once."""
     reqs = [API_DIR / "requirements.txt", BENCH_DIR / "requirements.txt"]
@@ -633,16 +668,7 @@ def main(argv=None):
     password = secrets.token_urlsafe(12)
     auth_plain = f"bench:{password}"
     auth_b64 = base64.b64encode(auth_plain.encode()).decode()
-    # The server's settings come from the image's defaults, not from this shell (unless --server-env).
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FLASK_", "GUNICORN_", "GRANIAN_", "SERVER_", "WEB_CONCURRENCY", "PORT"))}
-    env.update(FLASK_CONFIG="production", SECRET_KEY=secrets.token_urlsafe(32), DATABASE_URL=pg.url,
-               PYTHONDONTWRITEBYTECODE="1")
-    env.pop("LOG_DIR", None)
-    env.update(item.split("=", 1) for item in args.server_env)
-    if not args.production_limits:
-        # The limiter stays on (its cost is measured) with budgets the load cannot reach.
-        env.update(RATELIMIT_PER_USER="1000000 per second", RATELIMIT_PER_ADDRESS="1000000 per second")
+    env = server_env(pg, args.server_env, args.production_limits)
     service = Service(python, args.server, env, args.port, args.workdir)
 
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # usage: bench/run.sh [bench.py options]     e.g.  bench/run.sh --sizes 100,78638
+#        bench/run.sh --issue12 [deployed.py options]   the service as deployed (issue 12), e.g. --quick
 # Installs what the benchmark needs when missing (Debian: wrk, curl, psql; the peers' nginx and
-# htpasswd), then runs bench/bench.py. See bench/README.md. Results: /tmp/starter-bench/results-*.txt
+# htpasswd), then runs bench/bench.py or bench/deployed.py. See bench/README.md.
+# Results: /tmp/starter-bench/results-*.txt, issue12-*.txt
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 missing=()
@@ -13,5 +15,9 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "bench/run.sh: installing ${missing[*]}" >&2
     apt-get update -q >&2 && apt-get install -y -q "${missing[@]}" >&2
+fi
+if [ "${1:-}" = --issue12 ]; then
+    shift
+    exec python3 "$here/deployed.py" "$@"
 fi
 exec python3 "$here/bench.py" "$@"
