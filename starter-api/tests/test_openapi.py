@@ -225,6 +225,22 @@ def test_document_is_openapi_3_1_and_covers_every_route(fuzz_app):
     assert routes == documented
 
 
+def test_every_answer_documents_its_request_id(fuzz_app):
+    document = load_document()
+    shared = document["components"]["responses"]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            for status, answer in operation["responses"].items():
+                if "$ref" in answer:
+                    answer = shared[answer["$ref"].rsplit("/", 1)[-1]]
+                assert "X-Request-ID" in answer.get("headers", {}), f"{method.upper()} {path} {status}"
+    # ...and an answer carries one (here an error's: made by the service).
+    response = fuzz_app.test_client().get("/api/v1.0/pxcodes/039")
+    assert response.status_code == 401 and len(response.headers["X-Request-ID"]) == 32
+
+
 def test_served_document_equals_the_file(fuzz_app):
     with fuzz_app.test_client().get(SERVED_AT, auth=(ADMIN, ADMIN_PASSWORD)) as response:
         if response.status_code == 404:
