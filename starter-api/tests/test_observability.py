@@ -166,3 +166,32 @@ def test_the_gauges_are_sampled(observed):
     # The version watch re-reads every READ_CACHE_MAX_STALE/4 s: never much older than that.
     assert 0 < samples[("starter_data_version_age_seconds", "")] < 2.0
     assert samples[("starter_database_unreachable_seconds", "")] == 0  # the database answers
+
+
+def test_the_time_the_database_is_unreachable_is_published(observed, private_postgres):
+    """While PostgreSQL is stopped the gauge grows past zero; once it answers again it is back to 0."""
+
+    def unreachable():
+        text = requests.get(observed.metrics_url, timeout=REQUEST_TIMEOUT).text
+        return _total(_samples(text), "starter_database_unreachable_seconds")
+
+    def poke():  # a query string never asked before: the request needs the database
+        requests.get(observed.base + f"/api/v1.0/pxcodes/?q=x{time.monotonic_ns()}",
+                     auth=(ADMIN, ADMIN_PASSWORD), timeout=REQUEST_TIMEOUT)
+
+    assert unreachable() == 0
+    private_postgres.stop("fast")
+    try:
+        deadline, seen = time.monotonic() + 15, 0.0
+        while time.monotonic() < deadline and seen < 1.0:
+            poke()
+            time.sleep(0.3)
+            seen = unreachable()
+        assert seen >= 1.0, f"starter_database_unreachable_seconds stayed at {seen} during the outage"
+    finally:
+        private_postgres.start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and unreachable() != 0:
+        poke()
+        time.sleep(0.3)
+    assert unreachable() == 0
