@@ -180,6 +180,11 @@ compose config -q || die "docker compose config: docker-compose.yml + docker-com
 env -u POSTGRES_PASSWORD_FILE docker compose --project-directory "$repo" -f "$repo/docker-compose.yml" config -q \
 	>/dev/null 2>&1 && die "docker compose config passed without POSTGRES_PASSWORD_FILE (it must be required)"
 ok "docker compose config: docker-compose.yml and the host-network override are valid; the secrets are required"
+# Replicas sharing the host's network cannot each bind the image's metrics port (9100).
+compose config --format json | python3 -c 'import json, sys
+env = json.load(sys.stdin)["services"]["starter-api"].get("environment") or {}
+sys.exit(0 if env.get("METRICS_PORT") == "" else 1)' \
+	|| die "docker compose config: the host-network override must turn the replicas' METRICS_PORT off"
 # The proxy's configuration as the stack runs it here (nginx -t in the nginx:1.28 stand-in).
 docker run --rm --network none -v "$repo/proxy/nginx.conf:/etc/nginx/nginx.conf:ro" \
 	-v "$repo/proxy/hostnet/upstream-servers.conf:/etc/nginx/upstream-servers.conf:ro" \
