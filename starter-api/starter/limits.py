@@ -121,8 +121,8 @@ def count_together(buckets, shown):
     ``shown=None``, else None. In Redis, one round trip; may raise ``StorageError``."""
     strategy = limiter.limiter
     if isinstance(strategy, redislimits.OneTripFixedWindow):
-        counted = strategy.count(buckets)
-        if len(counted) < len(buckets) or any(n > item.amount for (item, _), (n, _) in zip(buckets, counted)):
+        counted = strategy.count(buckets)  # stops at the first refusal
+        if len(counted) < len(buckets) or counted[-1][0] > buckets[-1][0].amount:
             return None
         if shown is None:
             return ()
