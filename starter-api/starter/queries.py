@@ -163,7 +163,7 @@ class Pager:
         the last page."""
         total, items = self._first_look(listing, args, version)
         if listing.words and not total:
-            words = self._corrector.corrected(listing.words, version)
+            words = self._corrector.corrected(listing.words, version, listing.terms.title_words)
             if words is not None:
                 corrected = replace(listing, words=words, fuzzy=True)
                 found = self._first_look(corrected, args, version)

@@ -75,14 +75,19 @@ class Corrector:
         self._corrections = ComputedCache(maxsize)
         self._vocabularies = ComputedCache(2)  # SQLite only: the titles' words
 
-    def corrected(self, words, version):
+    def corrected(self, words, version, starting=None):
         """Return ``words`` with each correctable one that starts no title word replaced
-        by the nearest title word, or None when none was replaced."""
-        return self._corrections.get_or_compute((version, words), lambda: self._correct(words, version))
+        by the nearest title word, or None when none was replaced.
 
-    def _correct(self, words, version):
+        ``starting`` (PostgreSQL, optional): the title words each word starts, as
+        ``search.Terms.title_words`` holds them ("" for none), known without a query."""
+        return self._corrections.get_or_compute(
+            (version, words), lambda: self._correct(words, version, starting or {})
+        )
+
+    def _correct(self, words, version, starting):
         if db.engine.dialect.name == "postgresql":
-            vocabulary = _TableVocabulary()
+            vocabulary = _TableVocabulary(starting)
         else:
             vocabulary = self._vocabularies.get_or_compute(version, _TitleVocabulary.read)
         changed = False
@@ -104,7 +109,12 @@ class Corrector:
 class _TableVocabulary:
     """``starter_pxcode_words`` on PostgreSQL: a prefix through its primary key, nearness through pg_trgm."""
 
+    def __init__(self, starting):
+        self._starting = starting
+
     def starts_a_word(self, word):
+        if word in self._starting:
+            return self._starting[word] != ""
         return db.session.scalar(
             # Only letters (CORRECTABLE): nothing to escape in the pattern.
             text("SELECT EXISTS (SELECT 1 FROM starter_pxcode_words WHERE word LIKE :w || '%')"),

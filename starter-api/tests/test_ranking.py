@@ -182,3 +182,31 @@ def test_title_words_table_counts_every_write(client):
         db.session.execute(text("TRUNCATE starter_pxcodes"))
         db.session.commit()
         assert db.session.scalar(text("SELECT count(*) FROM starter_pxcode_words")) == 0
+
+
+def test_a_correction_asks_only_for_the_words_nearest(client, auth):
+    """PostgreSQL: whether a word starts a title word is known from the search's own look-up
+    (``search.look_up``); correcting it asks the database only for the words nearest to it."""
+    from sqlalchemy import event
+
+    app = client.application
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite corrects from the titles read in process")
+        engine = db.engine
+    _search(client, auth, "q=knee")  # credentials and versions known: only the search's statements below
+    statements = []
+
+    def record(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        body = _search(client, auth, "q=hip replacment").json
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert (_codes_of(body), body["meta"]["fuzzy"]) == (["469", "470"], True)
+    # The versions, the look-up, the words nearest "replacment" ("hip" starts a word), the
+    # look-up and the ranked page of the corrected words.
+    assert len(statements) == 5
+    assert sum("similarity" in s for s in statements) == 1
