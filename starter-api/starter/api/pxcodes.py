@@ -63,8 +63,9 @@ def _render(pager, listing, args, version):
 @per_user
 def get_pxcode(pxcode):
     reject_unknown_args(())
-    allow_replay(DataVersion.current().codes)  # read before the row: a replay is never newer than its data
+    version = DataVersion.current().codes  # read before the row: a replay is never newer than its data
     code = PxCode.get_or_404(pxcode)
+    allow_replay(version, depends_on=code.pxcode)  # writes to other codes leave it current
     return json_or_304(code.etag, code.to_dict)
 
 

@@ -1,12 +1,14 @@
 """The read cache: repeated reads answered before Flask, from the app's own answers.
 
 A view that calls ``allow_replay(version)`` declares its answer a function of the URL and the
-codes' data version alone, the same for every user who may read. The middleware
+codes' data version alone, the same for every user who may read; ``depends_on=pxcode``, a function
+of that one code's row (an item), which writes to other codes leave current. The middleware
 (``middleware.ReadCache``) keeps such answers (200 and 304, per worker process) and serves the next
 identical request itself when all of these hold:
 
 * the version it was made at is still current, as the version watch knows it
-  (``versionwatch``: PostgreSQL notifications; never older than ``READ_CACHE_MAX_STALE``);
+  (``versionwatch``: PostgreSQL notifications; never older than ``READ_CACHE_MAX_STALE``), or,
+  for an answer made of one code, the change log says no version since changed that code;
 * the request's credentials are ones the app verified recently, and no user changed since
   (``auth.authenticate`` given the users' version: no hash, no query);
 * the rate limits admit it, counted in flask-limiter's own buckets (``admission``).
@@ -35,9 +37,10 @@ from .versionwatch import VersionWatch
 EXTENSION = "starter_read_cache"
 
 
-def allow_replay(version):
-    """Let the read cache replay this request's answer while the codes are at ``version``."""
-    request.environ[REPLAYABLE] = (version, request.endpoint)
+def allow_replay(version, depends_on=None):
+    """Let the read cache replay this request's answer while the codes are at ``version``, or,
+    with ``depends_on`` (a code, as stored), while that code is as it was at ``version``."""
+    request.environ[REPLAYABLE] = (version, request.endpoint, depends_on)
 
 
 def of(app):
@@ -52,8 +55,8 @@ def init_app(app):
     url = config["SQLALCHEMY_DATABASE_URI"]
     if not config["READ_CACHE"] or make_url(url).get_backend_name() != "postgresql":
         return
-    if not config["READ_CACHE_MAX_STALE"] > 0 or config["READ_CACHE_ENTRIES"] < 1:
-        raise ConfigError("READ_CACHE_MAX_STALE and READ_CACHE_ENTRIES must be positive")
+    if not config["READ_CACHE_MAX_STALE"] > 0 or min(config["READ_CACHE_ENTRIES"], config["READ_CACHE_BYTES"]) < 1:
+        raise ConfigError("READ_CACHE_MAX_STALE, READ_CACHE_ENTRIES and READ_CACHE_BYTES must be positive")
     # The app's own connect arguments: the watch's waits get the same deadlines (dbhealth).
     connect_args = config.get("SQLALCHEMY_ENGINE_OPTIONS", {}).get("connect_args") or engine_options(
         url, config["DB_CONNECT_TIMEOUT"], config["DB_STATEMENT_TIMEOUT"]
@@ -61,8 +64,7 @@ def init_app(app):
     watch = VersionWatch(url, connect_args, config["READ_CACHE_MAX_STALE"])
     metrics = observability.metrics(app)
     cache = ReadCache(
-        app.wsgi_app, watch, config, "/api/", config["READ_CACHE_ENTRIES"],
-        functools.partial(authenticate, app), metrics,
+        app.wsgi_app, watch, config, "/api/", functools.partial(authenticate, app), metrics,
     )
     app.wsgi_app = cache
     app.extensions[EXTENSION] = cache

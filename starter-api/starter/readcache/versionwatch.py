@@ -7,6 +7,10 @@ when told, and re-reads it anyway every ``max_stale / 4`` seconds. A version
 counts as known only while it was confirmed within ``max_stale`` seconds, so a
 lost connection or a database that stops answering turns the watch off (the
 callers then ask the database themselves) instead of leaving it stale.
+
+When the codes' version moves, the watch also reads which codes changed (the change
+log, ``starter.changelog``) before it makes the new version current, so a cached
+answer that depends on one code can outlive writes to the others (``unchanged``).
 """
 
 import logging
@@ -19,6 +23,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import NullPool
 
+from .. import changelog
 from ..models import DataVersion, Versions
 
 CHANNEL = "starter_data_version"
@@ -32,7 +37,29 @@ READ_VERSIONS = str(
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2}
 APPLICATION_NAME = "starter-api version watch"  # how pg_stat_activity shows it
 
+# Codes remembered as changed, at most: past this the history starts afresh (everything older
+# counts as changed), so its memory stays small whatever the writes.
+HISTORY_CODES_MAX = 10_000
+
 log = logging.getLogger(__name__)
+
+
+class History:
+    """Which codes changed at which version, since ``floor``, in one epoch of the table.
+
+    Only the watch's thread adds to it, and only versions up to the one it is about to make
+    current; a reader may see a change a little early, which only ever flushes more.
+    """
+
+    def __init__(self, epoch, floor):
+        self.epoch = epoch
+        self.floor = floor  # before it, nothing is known: everything counts as changed
+        self.upto = floor  # the changes are known up to here
+        self.changed_at = {}  # pxcode -> the last version it changed at (or later)
+
+    def unchanged(self, pxcode, since, until):
+        """Whether ``pxcode`` kept its row from version number ``since`` to ``until``."""
+        return self.floor <= since <= until <= self.upto and self.changed_at.get(pxcode, since) <= since
 
 
 class VersionWatch:
@@ -46,6 +73,7 @@ class VersionWatch:
         self._heartbeat = max_stale / 4
         self._known = None  # (Versions, time.monotonic() of the read)
         self._known_at = None  # the last read, even one a write of this process set aside
+        self._history = None
         self._invalidations = 0
         self._generation = 0  # a thread whose generation is past gives up
         self._thread = None
@@ -62,6 +90,18 @@ class VersionWatch:
             return known[0]
         self._ensure_watching()
         return None
+
+    def unchanged(self, pxcode, since, until):
+        """Whether ``pxcode``'s row is the same at version tag ``until`` (a current one) as at
+        ``since``, as far as the change log says; False whenever it cannot tell."""
+        history = self._history
+        if history is None:
+            return False
+        since_epoch, _, since_number = since.rpartition(".")
+        until_epoch, _, until_number = until.rpartition(".")
+        if not since_epoch == until_epoch == history.epoch:
+            return False
+        return history.unchanged(pxcode, int(since_number), int(until_number))
 
     def confirmed_age(self):
         """Seconds since the versions were last read, or None before the first read."""
@@ -160,6 +200,7 @@ class VersionWatch:
         invalidations = self._invalidations
         cursor.execute(READ_VERSIONS)
         row = cursor.fetchone()
+        self._follow_changes(cursor, str(row[0]), int(row[1]))
         now = time.monotonic()
         self._progress = now
         # Installed only if no write of this process committed meanwhile (it would
@@ -167,6 +208,27 @@ class VersionWatch:
         self._known_at = now
         if generation == self._generation and invalidations == self._invalidations:
             self._known = (Versions.of(*row), now)
+
+    def _follow_changes(self, cursor, epoch, number):
+        """Bring the history up to version ``number``: before the version is made current."""
+        history = self._history
+        if history is None or history.epoch != epoch or number < history.upto:
+            self._history = History(epoch, number)
+            return
+        if number == history.upto:
+            return
+        args = changelog.span(f"{epoch}.{history.upto}", f"{epoch}.{number}")
+        changes = None
+        if args is not None:
+            cursor.execute(changelog.SELECT_CHANGES_PYFORMAT, args)
+            changes = changelog.from_rows(cursor.fetchall(), args)
+        if changes is None or len(history.changed_at) + len(changes) > HISTORY_CODES_MAX:
+            self._history = History(epoch, number)  # unknown, or too much: everything changed
+            return
+        # Each at the newest version of the span: an answer made inside it is flushed too.
+        for change in changes:
+            history.changed_at[change.pxcode] = number
+        history.upto = number
 
 
 def _drain(fd):
