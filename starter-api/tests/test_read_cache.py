@@ -632,3 +632,72 @@ def test_what_the_kept_answers_hold_is_within_their_counted_size(cached_app, aut
     seen = set()
     actual = sum(deep_size(value, seen) for value in vars(kept).values() if isinstance(value, dict))
     assert actual <= held
+
+
+# --- filtered listings: they depend on the codes their filter selects, before or after ---
+
+BY_CODE = f"{LIST}?code=0"  # 039, 057, 064, 065, 066, 069, 074
+BY_WORD = f"{LIST}?q=heart"  # 291, 292, 293, ...
+
+
+@pytest.mark.parametrize(
+    "pxcode, title, flushed",
+    [
+        ("149", "DIZZINESS", set()),  # selected by neither, before or after
+        ("069", "TRANSIENT ISCHEMIA, CHANGED", {BY_CODE}),  # a code the prefix selects
+        ("101", "HEART SEIZURES", {BY_WORD}),  # selected once changed
+        ("291", "FAILURE & SHOCK W MCC", {BY_WORD}),  # selected before the change
+    ],
+)
+def test_a_filtered_listing_is_flushed_only_by_a_change_of_a_row_it_selects(
+    cached_app, auth, outside, pxcode, title, flushed
+):
+    client = cached_app.test_client()
+    for _ in range(2):
+        first = {url: client.get(url, headers=auth.basic()) for url in (BY_CODE, BY_WORD, ITEM)}
+    before = watching(cached_app)
+    assert all(replayed(cached_app, client, url, auth.basic())[1] for url in first)
+    outside("UPDATE starter_pxcodes SET procedure = :t WHERE pxcode = :c", t=title, c=pxcode)
+    moved_on(cached_app, before)
+    for url in (BY_CODE, BY_WORD):
+        response, was_replayed = replayed(cached_app, client, url, auth.basic())
+        assert was_replayed == (url not in flushed), url
+        assert (response.data == first[url].data) == (url not in flushed), url
+    # An unfiltered listing depends on every code: never replayed across a write.
+    assert not replayed(cached_app, client, LIST, auth.basic())[1]
+
+
+def test_a_corrected_search_depends_on_every_code(cached_app, auth, outside):
+    client = cached_app.test_client()
+    url = f"{LIST}?q=hert"
+    for _ in range(2):
+        assert client.get(url, headers=auth.basic()).json["meta"]["fuzzy"] is True
+    before = watching(cached_app)
+    assert replayed(cached_app, client, url, auth.basic())[1]
+    outside("UPDATE starter_pxcodes SET procedure = 'DIZZINESS' WHERE pxcode = '149'")
+    moved_on(cached_app, before)
+    assert not replayed(cached_app, client, url, auth.basic())[1]
+
+
+def test_a_created_code_the_filter_selects_flushes_it(cached_app, auth, outside):
+    client = cached_app.test_client()
+    for _ in range(2):
+        total = client.get(BY_WORD, headers=auth.basic()).json["meta"]["total"]
+    before = watching(cached_app)
+    outside("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('L1', 'LOAD TEST HEART')")
+    moved_on(cached_app, before)
+    response, was_replayed = replayed(cached_app, client, BY_WORD, auth.basic())
+    assert not was_replayed and response.json["meta"]["total"] == total + 1
+
+
+def test_a_page_from_the_render_cache_keeps_what_it_depends_on(cached_app, auth, outside):
+    client = cached_app.test_client()
+    client.get(BY_CODE, headers=auth.basic())  # rendered
+    cache_of(cached_app).clear()
+    first = client.get(BY_CODE, headers=auth.basic())  # from the rendered pages: no render
+    before = watching(cached_app)
+    assert replayed(cached_app, client, BY_CODE, auth.basic())[1]
+    outside("UPDATE starter_pxcodes SET procedure = 'DIZZINESS' WHERE pxcode = '149'")
+    moved_on(cached_app, before)
+    again, was_replayed = replayed(cached_app, client, BY_CODE, auth.basic())
+    assert was_replayed and again.data == first.data

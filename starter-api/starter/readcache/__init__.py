@@ -2,13 +2,16 @@
 
 A view that calls ``allow_replay(version)`` declares its answer a function of the URL and the
 codes' data version alone, the same for every user who may read; ``depends_on=pxcode``, a function
-of that one code's row (an item), which writes to other codes leave current. The middleware
+of that one code's row (an item), which writes to other codes leave current; ``depends_on=
+depends.Matching(words, prefix)``, of the rows a filter selects (a search), which writes to rows
+it selects neither before nor after leave current. The middleware
 (``middleware.ReadCache``) keeps such answers (200 and 304, per worker process) and serves the next
 identical request itself when all of these hold:
 
 * the version it was made at is still current, as the version watch knows it
   (``versionwatch``: PostgreSQL notifications; never older than ``READ_CACHE_MAX_STALE``), or,
-  for an answer made of one code, the change log says no version since changed that code;
+  for an answer made of one code or of a filter's codes, the change log says no version since
+  changed that code or a row the filter selects, before or after;
 * the request's credentials are ones the app verified recently, and no user changed since
   (``auth.authenticate`` given the users' version: no hash, no query);
 * the rate limits admit it, counted in flask-limiter's own buckets (``admission``).
@@ -39,7 +42,8 @@ EXTENSION = "starter_read_cache"
 
 def allow_replay(version, depends_on=None):
     """Let the read cache replay this request's answer while the codes are at ``version``, or,
-    with ``depends_on`` (a code, as stored), while that code is as it was at ``version``."""
+    with ``depends_on`` (a code, as stored, or a ``depends.Matching``), while those rows are as
+    they were at ``version``. Called again, the last call counts."""
     request.environ[REPLAYABLE] = (version, request.endpoint, depends_on)
 
 

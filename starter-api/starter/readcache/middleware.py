@@ -31,7 +31,7 @@ class KeptAnswer:
     """An answer of the app's, as it was sent, with what a replay of it must match."""
 
     version: str
-    depends_on: str | None  # the one code the answer is made of, or None: the whole table
+    depends_on: object  # a code, a filter (depends.Matching), or None: the whole table
     endpoint: str
     route: str  # the URL rule, for the access line and the metrics
     etag: str  # unquoted
@@ -134,11 +134,14 @@ class ReadCache:
         return [body]
 
     def _current(self, entry, version):
-        """Whether ``entry`` is still the answer at ``version``: made at it, or made of one
-        code that no write touched since."""
+        """Whether ``entry`` is still the answer at ``version``: made at it, or made of rows (a
+        code, a filter's) that no write touched since."""
         if entry.version == version:
             return True
-        return entry.depends_on is not None and self.watch.unchanged(entry.depends_on, entry.version, version)
+        if entry.depends_on is None or not self.watch.unchanged(entry.depends_on, entry.version, version):
+            return False
+        entry.version = version  # the answer at this version too: the next check starts here
+        return True
 
     def _get(self, key):
         with self._lock:

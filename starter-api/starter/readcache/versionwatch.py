@@ -37,9 +37,9 @@ READ_VERSIONS = str(
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2}
 APPLICATION_NAME = "starter-api version watch"  # how pg_stat_activity shows it
 
-# Codes remembered as changed, at most: past this the history starts afresh (everything older
-# counts as changed), so its memory stays small whatever the writes.
-HISTORY_CODES_MAX = 10_000
+# Changes remembered, at most: past this the history starts afresh (everything older counts
+# as changed), so its memory stays small whatever the writes.
+HISTORY_CHANGES_MAX = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,23 @@ class History:
         self.floor = floor  # before it, nothing is known: everything counts as changed
         self.upto = floor  # the changes are known up to here
         self.changed_at = {}  # pxcode -> the last version it changed at (or later)
+        self.changes = []  # (version, changelog.Change), oldest first
 
-    def unchanged(self, pxcode, since, until):
-        """Whether ``pxcode`` kept its row from version number ``since`` to ``until``."""
-        return self.floor <= since <= until <= self.upto and self.changed_at.get(pxcode, since) <= since
+    def unchanged(self, depends_on, since, until):
+        """Whether what ``depends_on`` (a code, or a filter: ``depends.Matching``) names kept its
+        rows from version number ``since`` to ``until``."""
+        if not self.floor <= since <= until <= self.upto:
+            return False
+        if isinstance(depends_on, str):
+            return self.changed_at.get(depends_on, since) <= since
+        changes = self.changes
+        for i in range(len(changes) - 1, -1, -1):  # newest first, down to ``since``
+            version, change = changes[i]
+            if version <= since:
+                break
+            if depends_on.touched_by(change):
+                return False
+        return True
 
 
 class VersionWatch:
@@ -91,9 +104,10 @@ class VersionWatch:
         self._ensure_watching()
         return None
 
-    def unchanged(self, pxcode, since, until):
-        """Whether ``pxcode``'s row is the same at version tag ``until`` (a current one) as at
-        ``since``, as far as the change log says; False whenever it cannot tell."""
+    def unchanged(self, depends_on, since, until):
+        """Whether the rows ``depends_on`` names (a code, or a filter) are the same at version tag
+        ``until`` (a current one) as at ``since``, as the change log says; False whenever it
+        cannot tell."""
         history = self._history
         if history is None:
             return False
@@ -101,7 +115,7 @@ class VersionWatch:
         until_epoch, _, until_number = until.rpartition(".")
         if not since_epoch == until_epoch == history.epoch:
             return False
-        return history.unchanged(pxcode, int(since_number), int(until_number))
+        return history.unchanged(depends_on, int(since_number), int(until_number))
 
     def confirmed_age(self):
         """Seconds since the versions were last read, or None before the first read."""
@@ -222,12 +236,13 @@ class VersionWatch:
         if args is not None:
             cursor.execute(changelog.SELECT_CHANGES_PYFORMAT, args)
             changes = changelog.from_rows(cursor.fetchall(), args)
-        if changes is None or len(history.changed_at) + len(changes) > HISTORY_CODES_MAX:
+        if changes is None or len(history.changes) + len(changes) > HISTORY_CHANGES_MAX:
             self._history = History(epoch, number)  # unknown, or too much: everything changed
             return
         # Each at the newest version of the span: an answer made inside it is flushed too.
         for change in changes:
             history.changed_at[change.pxcode] = number
+            history.changes.append((number, change))
         history.upto = number
 
 
