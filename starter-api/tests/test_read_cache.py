@@ -701,3 +701,35 @@ def test_a_page_from_the_render_cache_keeps_what_it_depends_on(cached_app, auth,
     moved_on(cached_app, before)
     again, was_replayed = replayed(cached_app, client, BY_CODE, auth.basic())
     assert was_replayed and again.data == first.data
+
+
+def test_until_the_watch_has_read_its_write_a_worker_replays_what_it_did_not_write(cached_app, auth, monkeypatch):
+    import threading
+
+    client = cached_app.test_client()
+    for _ in range(2):
+        first = client.get(ITEM, headers=auth.basic())
+        other = client.get(OTHER, headers=auth.basic())
+        client.get(LIST, headers=auth.basic())
+    watching(cached_app)
+    watch = cache_of(cached_app).watch
+    # The watch's thread is held before it can learn of the write.
+    held, real = threading.Event(), watch._follow_changes
+    monkeypatch.setattr(watch, "_follow_changes", lambda *a: (held.wait(5), real(*a)))
+    try:
+        changed = client.patch(
+            OTHER, json={"procedure": "CHANGED BY THE API"},
+            headers={**auth.basic(), "If-Match": other.headers["ETag"]},
+        )
+        assert changed.status_code == 200
+        assert replayed(cached_app, client, OTHER, auth.basic())[0].json["procedure"] == "CHANGED BY THE API"
+        assert not replayed(cached_app, client, LIST, auth.basic())[1]
+        again, was_replayed = replayed(cached_app, client, ITEM, auth.basic())
+        assert was_replayed and again.data == first.data
+        # A write that declares nothing (raw SQL here) forgets everything, as before.
+        with cached_app.app_context():
+            db.session.execute(text("UPDATE starter_pxcodes SET procedure = 'X' WHERE pxcode = '064'"))
+            db.session.commit()
+        assert not replayed(cached_app, client, ITEM, auth.basic())[1]
+    finally:
+        held.set()

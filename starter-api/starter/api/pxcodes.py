@@ -22,7 +22,7 @@ from ..http.payload import json_object
 from ..limits import per_user
 from ..models import DataVersion, PxCode
 from ..queries import Pager, PxCodeListing
-from ..readcache import allow_replay
+from ..readcache import allow_replay, wrote
 from ..readcache.depends import ByTag, Matching
 from . import bp
 
@@ -87,6 +87,7 @@ def create_pxcode():
     # (expired) row again could fail and turn a stored write into a 503.
     body, etag = code.to_dict(), code.etag
     db.session.add(code)
+    wrote(code.pxcode)
     try:
         db.session.commit()
     except IntegrityError:
@@ -137,6 +138,7 @@ def _apply_if_unchanged(statement, code):
     The check and the write are one statement, so two editors holding the same
     ETag cannot both succeed: the second gets 412.
     """
+    wrote(code.pxcode)
     result = db.session.execute(
         statement.where(PxCode.id == code.id, PxCode.procedure == code.procedure)
     )

@@ -33,11 +33,12 @@ from sqlalchemy.orm import Session
 from .. import observability
 from ..auth import authenticate
 from ..config import ConfigError
-from ..db import engine_options
+from ..db import db, engine_options
 from .middleware import REPLAYABLE, ReadCache
 from .versionwatch import VersionWatch
 
 EXTENSION = "starter_read_cache"
+WRITTEN = "starter.readcache.written"  # session.info: the codes the transaction declared (wrote)
 
 
 def allow_replay(version, depends_on=None):
@@ -45,6 +46,14 @@ def allow_replay(version, depends_on=None):
     with ``depends_on`` (a code, as stored, or a ``depends.Matching``), while those rows are as
     they were at ``version``. Called again, the last call counts."""
     request.environ[REPLAYABLE] = (version, request.endpoint, depends_on)
+
+
+def wrote(pxcode):
+    """Declare that the current transaction writes ``pxcode``: once it commits, this process's
+    read cache forgets only answers made of that code (and every listing) until its watch has
+    read the new version, instead of everything. Declare every code the transaction writes;
+    a commit of anything undeclared forgets everything."""
+    db.session.info.setdefault(WRITTEN, set()).add(pxcode)
 
 
 def of(app):
@@ -76,6 +85,7 @@ def init_app(app):
     # Sessions are Flask-SQLAlchemy's, shared by every app of the process: the hook finds its app.
     if not event.contains(Session, "after_commit", _invalidate_after_commit):
         event.listen(Session, "after_commit", _invalidate_after_commit)
+        event.listen(Session, "after_rollback", _forget_written)
 
 
 def close(app):
@@ -86,9 +96,15 @@ def close(app):
 
 
 def _invalidate_after_commit(session):
-    # This process wrote: its next reads ask the database until the watch has re-read,
-    # so a client sees its own write at once (the other processes hear of it by NOTIFY).
+    # This process wrote: its next reads ask the database (for what it wrote, or everything)
+    # until the watch has re-read, so a client sees its own write at once (the other
+    # processes hear of it by NOTIFY).
+    written = session.info.pop(WRITTEN, None)
     if has_app_context():
         cache = of(current_app)
         if cache is not None:
-            cache.watch.invalidate()
+            cache.watch.invalidate(frozenset(written) if written else None)
+
+
+def _forget_written(session):
+    session.info.pop(WRITTEN, None)

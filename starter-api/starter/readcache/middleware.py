@@ -84,15 +84,16 @@ class ReadCache:
 
     def _replayed_answer(self, environ, key, conditional):
         """``(status, headers, body)`` of the kept answer this request may have, else None."""
-        versions = self.watch.current()
-        if versions is None:
+        known = self.watch.known()
+        if known is None:
             return None
+        versions, written = known
         entry = self._get((key, False))
-        if entry is None or not self._current(entry, versions.codes):
+        if entry is None or not self._current(entry, versions.codes, written):
             return None
         if conditional and _matches(environ["HTTP_IF_NONE_MATCH"], entry):
             full, entry = entry, self._get((key, True))
-            if entry is None or entry.etag != full.etag or not self._current(entry, versions.codes):
+            if entry is None or entry.etag != full.etag or not self._current(entry, versions.codes, written):
                 return None
         principal = self.principal_of(environ["HTTP_AUTHORIZATION"], versions.users)
         if principal is None:
@@ -133,9 +134,12 @@ class ReadCache:
             self._put((key, status.startswith("304")), entry)
         return [body]
 
-    def _current(self, entry, version):
+    def _current(self, entry, version, written):
         """Whether ``entry`` is still the answer at ``version``: made at it, or made of rows (a
-        code, a filter's) that no write touched since."""
+        code, a filter's) that no write touched since; and not made of codes this process
+        ``written`` since (its own writes, seen at once)."""
+        if written and not (isinstance(entry.depends_on, str) and entry.depends_on not in written):
+            return False
         if entry.version == version:
             return True
         if entry.depends_on is None or not self.watch.unchanged(entry.depends_on, entry.version, version):

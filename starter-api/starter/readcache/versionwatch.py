@@ -84,7 +84,7 @@ class VersionWatch:
         )
         self.max_stale = max_stale
         self._heartbeat = max_stale / 4
-        self._known = None  # (Versions, time.monotonic() of the read)
+        self._known = None  # (Versions, time.monotonic() of the read, codes written since)
         self._known_at = None  # the last read, even one a write of this process set aside
         self._history = None
         self._invalidations = 0
@@ -94,13 +94,20 @@ class VersionWatch:
         self._progress = 0.0
         self._wake_fds = None
         self._lock = threading.Lock()
+        self._install_lock = threading.Lock()  # _known against a write's invalidate()
         self._stopped = False
 
     def current(self):
         """Return the versions confirmed within ``max_stale`` seconds, else None."""
+        known = self.known()
+        return None if known is None else known[0]
+
+    def known(self):
+        """``(versions, written)``: the versions confirmed within ``max_stale`` seconds and the
+        codes this process wrote since (not yet in them), else None."""
         known = self._known
         if known is not None and time.monotonic() - known[1] < self.max_stale:
-            return known[0]
+            return known[0], known[2]
         self._ensure_watching()
         return None
 
@@ -122,10 +129,17 @@ class VersionWatch:
         known = self._known_at
         return None if known is None else time.monotonic() - known
 
-    def invalidate(self):
-        """Forget the versions until read again: this process has just committed a write."""
-        self._invalidations += 1
-        self._known = None
+    def invalidate(self, written=None):
+        """This process has just committed a write: forget the versions until read again, or,
+        given ``written`` (every code the write changed), keep them, with those codes marked
+        changed until the watch has read the new version."""
+        with self._install_lock:
+            self._invalidations += 1
+            known = self._known
+            if written is None or known is None:
+                self._known = None
+            else:
+                self._known = (known[0], known[1], known[2] | written)
         self._wake()
 
     def stop(self):
@@ -220,8 +234,9 @@ class VersionWatch:
         # Installed only if no write of this process committed meanwhile (it would
         # have woken us: the next round reads again).
         self._known_at = now
-        if generation == self._generation and invalidations == self._invalidations:
-            self._known = (Versions.of(*row), now)
+        with self._install_lock:
+            if generation == self._generation and invalidations == self._invalidations:
+                self._known = (Versions.of(*row), now, frozenset())
 
     def _follow_changes(self, cursor, epoch, number):
         """Bring the history up to version ``number``: before the version is made current."""
