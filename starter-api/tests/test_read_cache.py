@@ -733,3 +733,29 @@ def test_until_the_watch_has_read_its_write_a_worker_replays_what_it_did_not_wri
         assert not replayed(cached_app, client, ITEM, auth.basic())[1]
     finally:
         held.set()
+
+
+def test_a_notification_heard_while_the_watch_reads_is_not_left_waiting(cached_app, auth, outside, monkeypatch):
+    client = cached_app.test_client()
+    client.get(ITEM, headers=auth.basic())
+    watching(cached_app)
+    watch = cache_of(cached_app).watch
+    armed, real = [True], watch._follow_changes
+
+    def follow(cursor, epoch, number):
+        if armed:
+            armed.clear()
+            # A second write commits while the watch reads the first: its notification is on the
+            # socket before the watch's next query, which takes it off.
+            outside("UPDATE starter_pxcodes SET procedure = 'SECOND WRITE' WHERE pxcode = '039'")
+            time.sleep(0.05)
+        return real(cursor, epoch, number)
+
+    monkeypatch.setattr(watch, "_follow_changes", follow)
+    outside("UPDATE starter_pxcodes SET procedure = 'FIRST WRITE' WHERE pxcode = '057'")
+    # The heartbeat is 15 s here (a 60 s lease): only reading again at once explains this.
+    wait_until(lambda: client.get(ITEM, headers=auth.basic()).json["procedure"] == "SECOND WRITE", timeout=1.0)
+    assert not armed
+    # And the watch knows the second version: the item is replayed again.
+    client.get(ITEM, headers=auth.basic())
+    assert replayed(cached_app, client, ITEM, auth.basic())[1]

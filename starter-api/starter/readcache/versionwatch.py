@@ -215,7 +215,12 @@ class VersionWatch:
                 cursor.execute(f"LISTEN {CHANNEL}")  # before the first read: no change slips by
                 wake = self._wake_fds[0]
                 while generation == self._generation:
+                    dbapi.notifies.clear()
                     self._read(cursor, generation)
+                    if dbapi.notifies:
+                        # Heard while reading (psycopg2 takes them off the socket then): it may
+                        # be of a newer version than the one read, so read again at once.
+                        continue
                     readable, _, _ = select.select([dbapi, wake], [], [], self._heartbeat)
                     if wake in readable:
                         _drain(wake)
