@@ -7,24 +7,32 @@ share of every limit (the amount divided by the workers, at least one). A client
 gets more than the limit; it may be refused a little earlier, as its requests need not
 spread evenly over the workers.
 
+In Redis, every limit of an API request, and the values of its headers, cost one round trip
+(``redislimits``: a script, in flask-limiter's own keys), by either path: Flask (``per_user``
+announces the two buckets that flask-limiter then hits) or the read cache's replays
+(``count_together``).
+
 Failed logins are counted twice: per user name (a guessed password) and, looser, per
 address (names sprayed from one place). Only credentials the app has not verified
 recently are refused while a budget is used up: a user whose credentials were just
 proved keeps working, whoever guesses at the same name or from the same address.
 """
 
+import functools
 import hashlib
 import time
 from functools import lru_cache
 
-from flask import current_app
+from flask import current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
 from limits.errors import StorageError
+from limits.storage import RedisClusterStorage, RedisStorage
+from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import TooManyRequests
 
-from . import observability, principal
+from . import observability, principal, redislimits
 
 
 def budget(config, setting):
@@ -73,13 +81,57 @@ def _current_user_key():
     return user_key(principal.current().username)
 
 
-# Every API view carries this: a budget per authenticated user.
-per_user = limiter.shared_limit(
+_per_user_limit = limiter.shared_limit(
     _configured("RATELIMIT_PER_USER"),
     scope=PER_USER_SCOPE,
     key_func=_current_user_key,
     override_defaults=False,  # the per-address limit still applies
 )
+
+
+def per_user(view):
+    """Every API view carries this: a budget per authenticated user (and the per-address one)."""
+    limited = _per_user_limit(view)
+
+    @functools.wraps(limited)  # the same qualified name: flask-limiter finds its limits by it
+    def counted_in_one_trip(*args, **kwargs):
+        if isinstance(limiter.limiter, redislimits.OneTripFixedWindow):
+            user = principal.current()
+            if user is not None:
+                buckets, _ = request_buckets(
+                    current_app.config, get_remote_address(), user.username, request.endpoint)
+                redislimits.expect(buckets)
+        return limited(*args, **kwargs)
+
+    return counted_in_one_trip
+
+
+def request_buckets(config, address, username, endpoint):
+    """The ``(limit, keys)`` an API request is counted in, in the order flask-limiter hits them
+    (by window; a stable sort), and the one its headers show: ``(buckets, per_address)``."""
+    prefix = [config["RATELIMIT_KEY_PREFIX"]] if config.get("RATELIMIT_KEY_PREFIX") else []
+    per_address = (budget(config, "RATELIMIT_PER_ADDRESS"), [*prefix, address, endpoint])
+    per_user = (budget(config, "RATELIMIT_PER_USER"), [*prefix, user_key(username), PER_USER_SCOPE])
+    return sorted([per_address, per_user], key=lambda bucket: bucket[0]), per_address
+
+
+def count_together(buckets, shown):
+    """Hit ``buckets`` in order until one refuses, as flask-limiter would. The window
+    ``(reset, remaining)`` of ``shown`` (one of them) if all admit the request, ``()`` for
+    ``shown=None``, else None. In Redis, one round trip; may raise ``StorageError``."""
+    strategy = limiter.limiter
+    if isinstance(strategy, redislimits.OneTripFixedWindow):
+        counted = strategy.count(buckets)  # stops at the first refusal
+        if len(counted) < len(buckets) or counted[-1][0] > buckets[-1][0].amount:
+            return None
+        if shown is None:
+            return ()
+        count, reset = counted[buckets.index(shown)]
+        return reset, max(0, shown[0].amount - count)
+    for item, keys in buckets:
+        if not strategy.hit(item, *keys):
+            return None
+    return () if shown is None else tuple(strategy.get_window_stats(shown[0], *shown[1]))
 
 
 def _failed_login_buckets(username):
@@ -146,3 +198,12 @@ def init_app(app):
     # Registered first, so it runs after flask-limiter's own hook has added its headers.
     app.after_request(_retry_after_only_on_refusals)
     limiter.init_app(app)
+    storage = limiter.storage if limiter.enabled else None
+    if (
+        type(limiter.limiter) is FixedWindowRateLimiter  # flask-limiter's default strategy
+        and isinstance(storage, RedisStorage)
+        and not isinstance(storage, RedisClusterStorage)  # one script's keys may be on many nodes
+    ):
+        # The same strategy, in fewer round trips (redislimits). flask-limiter takes only a
+        # strategy's name: its instance is set in its place.
+        limiter._limiter = redislimits.OneTripFixedWindow(storage)

@@ -2,6 +2,8 @@
 
 import base64
 import os
+import uuid
+from contextlib import contextmanager
 
 from starter.db import STARTER_SQL, db, run_sql_script
 from starter.models import User
@@ -13,6 +15,66 @@ ERROR_KEYS = {"status", "error", "message"}
 
 def in_ci():
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def redis_url():
+    """The Redis of the tests (``$TEST_REDIS_URL``); required in CI, else the test skips."""
+    import pytest
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError as exc:
+        if in_ci():
+            pytest.fail(f"Redis is required in CI: {exc}")
+        pytest.skip(f"Redis not reachable: {exc}")
+    return url
+
+
+def redis_limits(**overrides):
+    """Settings for counters in the tests' Redis."""
+    return {"RATELIMIT_STORAGE_URI": redis_url(), **overrides}
+
+
+def new_caller(app, *clients):
+    """A user and an address no earlier run has counted in the shared Redis (the keys are
+    made of them): adds the user to ``app``'s database, sets the clients' address, and
+    returns ``(name, basic-auth headers)``."""
+    name = f"redis-{uuid.uuid4().hex[:12]}"
+    assert app.test_cli_runner().invoke(args=["adduser", name, "pw"]).exit_code == 0
+    address = "127." + ".".join(str(b) for b in uuid.uuid4().bytes[:3])
+    for client in clients:
+        client.environ_base["REMOTE_ADDR"] = address
+    return name, {"Authorization": "Basic " + base64.b64encode(f"{name}:pw".encode()).decode()}
+
+
+@contextmanager
+def redis_round_trips():
+    """Count the commands (a pipeline: one) this process sends to any Redis while open."""
+    from redis.connection import AbstractConnection
+
+    sent = []
+    send = AbstractConnection.send_packed_command
+
+    def counting(self, command, *args, **kwargs):
+        sent.append(command)
+        return send(self, command, *args, **kwargs)
+
+    AbstractConnection.send_packed_command = counting
+    try:
+        yield sent
+    finally:
+        AbstractConnection.send_packed_command = send
+
+
+def command_names(sent):
+    """The names of the commands ``redis_round_trips`` saw (first of each), for messages."""
+    names = []
+    for command in sent:
+        packed = b"".join(command) if isinstance(command, (list, tuple)) else command
+        names.append(packed.split(b"\r\n")[2].decode(errors="replace"))
+    return names
 
 
 def load_starter_data(users):

@@ -1,9 +1,12 @@
 """Rate limits, security headers and CORS."""
 
 import os
+import time
 import uuid
 
 import pytest
+
+from helpers import command_names, new_caller, redis_limits, redis_round_trips
 
 ITEM = "/api/v1.0/pxcodes/039"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -92,6 +95,67 @@ def test_redis_storage_is_shared_between_workers(make_seeded_app, auth):
     assert second.test_cli_runner().invoke(args=["adduser", name, "pw"]).exit_code == 0
     statuses += [second.test_client().get(ITEM, headers=headers).status_code for _ in range(3)]
     assert statuses == [200, 200, 200, 200, 429]
+
+
+def test_a_read_with_counters_in_redis_is_one_round_trip(make_seeded_app, auth):
+    """Issue 12: the per-address and the per-user limit and the headers' values, in one call to Redis
+    (flask-limiter alone: a script call per limit, then GET and TTL for the headers)."""
+    app = make_seeded_app(**redis_limits(READ_CACHE=False))  # through Flask every time
+    client = app.test_client()
+    _, headers = new_caller(app, client)
+    first = client.get(ITEM, headers=headers)  # connects and loads the script
+    for url, extra in ((ITEM, {}), (ITEM, {"If-None-Match": first.headers["ETag"]}), ("/api/v1.0/pxcodes/", {})):
+        with redis_round_trips() as sent:
+            response = client.get(url, headers={**headers, **extra})
+        assert response.status_code in (200, 304)
+        assert len(sent) == 1, command_names(sent)
+    assert int(response.headers["X-RateLimit-Remaining"]) == int(response.headers["X-RateLimit-Limit"]) - 1
+    assert int(first.headers["X-RateLimit-Remaining"]) == int(first.headers["X-RateLimit-Limit"]) - 1
+    assert 0 <= int(response.headers["X-RateLimit-Reset"]) - time.time() <= 2  # a window of a second
+
+
+def test_redis_counts_are_flask_limiters_own(make_seeded_app, auth):
+    """Counted in one call, in the keys and the window of flask-limiter's fixed-window strategy:
+    a replica counting with stock flask-limiter shares the budgets."""
+    from limits import parse
+    from limits.storage import storage_from_string
+    from limits.strategies import FixedWindowRateLimiter
+
+    settings = redis_limits(READ_CACHE=False, RATELIMIT_PER_USER="5 per minute", RATELIMIT_PER_ADDRESS="7 per minute")
+    app = make_seeded_app(**settings)
+    client = app.test_client()
+    name, headers = new_caller(app, client)
+    assert [client.get(ITEM, headers=headers).status_code for _ in range(3)] == [200] * 3
+    stock = FixedWindowRateLimiter(storage_from_string(settings["RATELIMIT_STORAGE_URI"]))
+    per_user, per_address = parse("5/minute"), parse("7/minute")
+    user_keys = (f"user:{name}", "per-user")
+    address_keys = (client.environ_base["REMOTE_ADDR"], "api.get_pxcode")
+    assert stock.get_window_stats(per_user, *user_keys).remaining == 2
+    assert stock.get_window_stats(per_address, *address_keys).remaining == 4
+    assert 55 < stock.get_window_stats(per_user, *user_keys).reset_time - time.time() <= 61
+    # The other way round: what stock flask-limiter counts, this app refuses on.
+    assert stock.hit(per_user, *user_keys) and stock.hit(per_user, *user_keys)
+    refused = client.get(ITEM, headers=headers)
+    assert refused.status_code == 429
+    assert 55 <= int(refused.headers["Retry-After"]) <= 61
+    assert refused.headers["X-RateLimit-Limit"] == "5" and refused.headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_a_request_refused_by_one_limit_is_not_counted_by_the_next(make_seeded_app, auth):
+    """As flask-limiter (``fail_on_first_breach``): past the per-address limit, the per-user one
+    (counted after it) is left alone."""
+    from limits import parse
+    from limits.storage import storage_from_string
+    from limits.strategies import FixedWindowRateLimiter
+
+    settings = redis_limits(READ_CACHE=False, RATELIMIT_PER_USER="10 per minute", RATELIMIT_PER_ADDRESS="2 per minute")
+    app = make_seeded_app(**settings)
+    client = app.test_client()
+    name, headers = new_caller(app, client)
+    assert [client.get(ITEM, headers=headers).status_code for _ in range(4)] == [200, 200, 429, 429]
+    stock = FixedWindowRateLimiter(storage_from_string(settings["RATELIMIT_STORAGE_URI"]))
+    user_keys = (f"user:{name}", "per-user")
+    assert stock.get_window_stats(parse("10/minute"), *user_keys).remaining == 8
 
 
 def test_unreachable_counter_store_does_not_stop_the_service(make_seeded_app, auth):

@@ -18,7 +18,7 @@ from starter.db import db
 from starter import readcache
 from starter.readcache.versionwatch import APPLICATION_NAME
 
-from helpers import PASSWORD, READER, USERNAME, AuthActions
+from helpers import PASSWORD, READER, USERNAME, AuthActions, command_names, new_caller, redis_limits, redis_round_trips
 
 LIST = "/api/v1.0/pxcodes/"
 ITEM = "/api/v1.0/pxcodes/039"
@@ -250,6 +250,45 @@ def test_replays_count_against_the_per_user_limit(make_cached_app, auth):
     assert refused.json["status"] == 429
     # Another user has a budget of their own.
     assert client.get(ITEM, headers=auth.basic()).status_code == 200
+
+
+def test_a_replay_with_counters_in_redis_is_one_round_trip(make_cached_app, auth):
+    """Issue 12: both limits and the headers' values in one call to Redis (it was four)."""
+    app = make_cached_app(**redis_limits())
+    client = app.test_client()
+    _, plain = new_caller(app, client)
+    first = client.get(ITEM, headers=plain)
+    conditional = {**plain, "If-None-Match": first.headers["ETag"]}
+    assert client.get(ITEM, headers=conditional).status_code == 304  # Flask's, kept
+    watching(app)
+    for headers, status in ((plain, 200), (conditional, 304)):
+        hits = cache_of(app).hits
+        with redis_round_trips() as sent:
+            again = client.get(ITEM, headers=headers)
+        assert cache_of(app).hits == hits + 1
+        assert again.status_code == status
+        assert len(sent) == 1, command_names(sent)
+    assert int(again.headers["X-RateLimit-Remaining"]) == int(first.headers["X-RateLimit-Remaining"]) - 3
+
+
+def test_replays_and_flask_in_two_apps_share_one_budget_in_redis(make_cached_app, auth):
+    """Two workers (or replicas) on one Redis: Flask's counts and the replays' are the same buckets."""
+    settings = redis_limits(RATELIMIT_PER_USER="5 per minute")
+    first, second = make_cached_app(**settings), make_cached_app(**settings)
+    one, other = first.test_client(), second.test_client()
+    _, headers = new_caller(first, one, other)  # one database: the user is the second app's too
+    statuses = [one.get(ITEM, headers=headers).status_code]  # Flask
+    watching(first)
+    statuses.append(one.get(ITEM, headers=headers).status_code)  # replay
+    statuses.append(other.get(ITEM, headers=headers).status_code)  # Flask
+    watching(second)
+    statuses.append(other.get(ITEM, headers=headers).status_code)  # replay
+    statuses.append(one.get(ITEM, headers=headers).status_code)  # replay
+    assert (cache_of(first).hits, cache_of(second).hits) == (2, 1)
+    refused = other.get(ITEM, headers=headers)
+    assert statuses == [200] * 5 and refused.status_code == 429
+    assert refused.headers["X-RateLimit-Limit"] == "5"
+    assert one.get(ITEM, headers=auth.basic()).status_code == 200  # another user, a budget of its own
 
 
 def test_a_replayed_200_has_no_retry_after(cached_app, auth):

@@ -18,6 +18,7 @@ REQUEST_ID = "starter.request_id"
 ROUTE = "starter.route"
 USER = "starter.user"
 REPLAYED = "starter.replayed"
+ACCESS_FIELDS = "access_fields"  # the access line's record attribute holding its fields (logs.JsonLines)
 # Letters, digits and a little punctuation, as proxies and tracers make them; anything else is replaced.
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
 
@@ -65,13 +66,15 @@ class RequestObserver:
                 method, route, code, seconds * 1000,
                 extra={
                     "request_id": environ[REQUEST_ID],
-                    "method": method,
-                    "route": route,
-                    "path": environ.get("PATH_INFO", ""),
-                    "status": int(code) if code.isdigit() else code,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "user": environ.get(USER),
-                    "replayed": bool(environ.get(REPLAYED)),
-                    "address": environ.get("REMOTE_ADDR"),
+                    ACCESS_FIELDS: {
+                        "method": method,
+                        "route": route,
+                        "path": environ.get("PATH_INFO", ""),
+                        "status": int(code) if code.isdigit() else code,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "user": environ.get(USER),
+                        "replayed": bool(environ.get(REPLAYED)),
+                        "address": environ.get("REMOTE_ADDR"),
+                    },
                 },
             )

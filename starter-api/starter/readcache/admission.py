@@ -4,7 +4,7 @@ import time
 
 from limits.errors import StorageError
 
-from ..limits import PER_USER_SCOPE, budget, limiter, user_key
+from ..limits import count_together, limiter, request_buckets
 
 # The headers flask-limiter adds (its default names): every answer gets its own, replays too.
 LIMIT_HEADERS = frozenset({"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"})
@@ -31,22 +31,20 @@ class Admission:
         if time.monotonic() < self._store_down_until:
             return None
         config = self._config
-        prefix = [config["RATELIMIT_KEY_PREFIX"]] if config.get("RATELIMIT_KEY_PREFIX") else []
-        per_address = (budget(config, "RATELIMIT_PER_ADDRESS"), [*prefix, address, endpoint])
-        per_user = (budget(config, "RATELIMIT_PER_USER"), [*prefix, user_key(username), PER_USER_SCOPE])
-        strategy = limiter.limiter
+        buckets, per_address = request_buckets(config, address, username, endpoint)
         try:
-            for item, keys in (per_address, per_user):
-                if not strategy.hit(item, *keys):
-                    # Flask counts it again and answers 429: a refused request may count
-                    # twice, which only ever errs on the strict side.
-                    return None
-            if not config.get("RATELIMIT_HEADERS_ENABLED"):
-                return []
-            reset_time, remaining = strategy.get_window_stats(per_address[0], *per_address[1])
+            # One round trip in Redis (limits.count_together).
+            window = count_together(buckets, per_address if config.get("RATELIMIT_HEADERS_ENABLED") else None)
         except StorageError:
             self._store_down_until = time.monotonic() + 1.0
             return None
+        if window is None:
+            # Flask counts it again and answers 429: a refused request may count
+            # twice, which only ever errs on the strict side.
+            return None
+        if not window:
+            return []
+        reset_time, remaining = window
         # As Flask's answers: no Retry-After on a 200 (limits.py).
         return [
             ("X-RateLimit-Limit", str(per_address[0].amount)),
