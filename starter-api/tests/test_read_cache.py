@@ -436,7 +436,9 @@ def test_without_postgresql_or_when_disabled_there_is_no_read_cache(tmp_path, da
     assert readcache.EXTENSION not in disabled.extensions
 
 
-@pytest.mark.parametrize("setting", [{"READ_CACHE_MAX_STALE": 0}, {"READ_CACHE_ENTRIES": 0}])
+@pytest.mark.parametrize(
+    "setting", [{"READ_CACHE_MAX_STALE": 0}, {"READ_CACHE_ENTRIES": 0}, {"READ_CACHE_BYTES": 0}]
+)
 def test_a_read_cache_that_cannot_work_is_refused_at_start(database_url, setting):
     with pytest.raises(ConfigError, match="READ_CACHE"):
         create_app({"SQLALCHEMY_DATABASE_URI": database_url, "READ_CACHE": True, **setting})

@@ -52,7 +52,8 @@ def list_pxcodes():
     tag = etag_of(version, request.url)
     pager, rendered_pages = page_caches()
     depends = current_app.extensions[PAGE_DEPENDS]
-    response = cached_json_or_304(tag, lambda: _render(pager, listing, args, version, tag, depends), rendered_pages)
+    render = lambda: _render(pager, listing, args, version, tag, depends)  # noqa: E731
+    response = cached_json_or_304(tag, render, rendered_pages)
     allow_replay(version, depends_on=depends.get(tag))  # unknown (not rendered here): the whole table
     return response
 
