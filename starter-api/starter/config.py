@@ -161,6 +161,8 @@ class Config:
             READ_CACHE=env_bool(environ, "READ_CACHE", cls.READ_CACHE),
             READ_CACHE_MAX_STALE=env_float(environ, "READ_CACHE_MAX_STALE", 2.0),
             READ_CACHE_ENTRIES=env_int(environ, "READ_CACHE_ENTRIES", 1024),
+            # ...and the bytes they may hold, per worker (docs/read-path.md: the memory bound).
+            READ_CACHE_BYTES=env_int(environ, "READ_CACHE_BYTES", 32 * 1024 * 1024),
             # Request bodies (starter/http/bodies.py): seconds a client has to send a whole body
             # (408 after), and bodies read at once per server process (503 beyond).
             REQUEST_BODY_TIMEOUT=env_float(environ, "REQUEST_BODY_TIMEOUT", 10.0),

@@ -166,3 +166,31 @@ def relevance(words):
         (_title_matches(in_order), TITLE_IN_ORDER),
         else_=TITLE_ANY_ORDER,
     )
+
+
+# --- the same test in Python, on one row: which cached listings a change can touch ---
+
+_WORD_STARTS = "(?i)" + WORD_START
+
+
+def _starts_a_title_word(word, title):
+    # Both of the database's ways (the regular expression, and the index's words: the lower-cased
+    # title split at every character that is no a-z or 0-9), so no row either finds is missed.
+    return re.search(_WORD_STARTS + re.escape(word), title) is not None or any(
+        token.startswith(word) for token in re.split("[^a-z0-9]+", title.lower())
+    )
+
+
+def _starts_the_code(word, pxcode):
+    return any(pxcode.startswith(w) for w in _code_spellings(word)) or pxcode.lower().startswith(word)
+
+
+def may_match(words, pxcode, title):
+    """Whether ``matches(words, ...)`` may hold for the row (``pxcode``, ``title``): True for every
+    row the database would find (and, with unusual letters, a few more), whatever ``terms``."""
+    if all(_starts_a_title_word(w, title) for w in words):
+        return True
+    return any(
+        _starts_the_code(word, pxcode) and all(_starts_a_title_word(w, title) for w in words if w != word)
+        for word in words
+    )

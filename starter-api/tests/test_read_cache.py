@@ -4,6 +4,7 @@ On the real PostgreSQL (its notifications keep the cache honest); SQLite runs
 without it. Every test checks that a replay happened (``hits``) where it claims one.
 """
 
+import sys
 import time
 
 import pytest
@@ -435,7 +436,9 @@ def test_without_postgresql_or_when_disabled_there_is_no_read_cache(tmp_path, da
     assert readcache.EXTENSION not in disabled.extensions
 
 
-@pytest.mark.parametrize("setting", [{"READ_CACHE_MAX_STALE": 0}, {"READ_CACHE_ENTRIES": 0}])
+@pytest.mark.parametrize(
+    "setting", [{"READ_CACHE_MAX_STALE": 0}, {"READ_CACHE_ENTRIES": 0}, {"READ_CACHE_BYTES": 0}]
+)
 def test_a_read_cache_that_cannot_work_is_refused_at_start(database_url, setting):
     with pytest.raises(ConfigError, match="READ_CACHE"):
         create_app({"SQLALCHEMY_DATABASE_URI": database_url, "READ_CACHE": True, **setting})
@@ -509,3 +512,291 @@ def test_hostile_if_none_match_at_a_cached_url_gets_the_page(cached_app, auth, t
     response = client.get(LIST, headers={**auth.basic(), "If-None-Match": tag})
     assert response.status_code == 200
     assert response.json["meta"]["total"] == 100
+
+
+# --- answers made of one code: writes to other codes leave them current (the change log) ---
+
+OTHER = "/api/v1.0/pxcodes/057"
+
+
+def replayed(app, client, url, headers):
+    """Request ``url``; return (response, whether the read cache answered it)."""
+    hits = cache_of(app).hits
+    response = client.get(url, headers=headers)
+    return response, cache_of(app).hits == hits + 1
+
+
+def moved_on(app, before):
+    """Wait until the watch knows a codes' version other than ``before``'s."""
+    return wait_until(lambda: (cache_of(app).watch.current() or before).codes != before.codes, timeout=1.0)
+
+
+def test_a_write_to_another_code_leaves_an_item_replayed(cached_app, auth, outside):
+    client = cached_app.test_client()
+    for _ in range(2):
+        first = client.get(ITEM, headers=auth.basic())
+        client.get(OTHER, headers=auth.basic())
+        client.get(LIST, headers=auth.basic())
+    before = watching(cached_app)
+    outside("UPDATE starter_pxcodes SET procedure = 'CHANGED BY PSQL' WHERE pxcode = '057'")
+    # The changed item answers its new content as soon as the notification is in...
+    wait_until(lambda: client.get(OTHER, headers=auth.basic()).json["procedure"] == "CHANGED BY PSQL", 1.0)
+    moved_on(cached_app, before)
+    # ...the other is still replayed, made at the version before, byte for byte...
+    again, was_replayed = replayed(cached_app, client, ITEM, auth.basic())
+    assert was_replayed and again.data == first.data
+    assert again.headers["ETag"] == first.headers["ETag"]
+    # ...and so is its revalidation; the list depends on every code: Flask answers it.
+    tag = {**auth.basic(), "If-None-Match": first.headers["ETag"]}
+    client.get(ITEM, headers=tag)
+    not_modified, was_replayed = replayed(cached_app, client, ITEM, tag)
+    assert not_modified.status_code == 304 and was_replayed
+    listed, was_replayed = replayed(cached_app, client, LIST, auth.basic())
+    assert not was_replayed
+    assert next(i for i in listed.json["items"] if i["pxcode"] == "057")["procedure"] == "CHANGED BY PSQL"
+
+
+def test_this_process_s_own_write_flushes_only_what_it_changed(cached_app, auth):
+    client = cached_app.test_client()
+    for _ in range(2):
+        first = client.get(ITEM, headers=auth.basic())
+        other = client.get(OTHER, headers=auth.basic())
+    before = watching(cached_app)
+    changed = client.patch(
+        OTHER, json={"procedure": "CHANGED BY THE API"},
+        headers={**auth.basic(), "If-Match": other.headers["ETag"]},
+    )
+    assert changed.status_code == 200
+    # At once, without waiting for the watch.
+    assert client.get(OTHER, headers=auth.basic()).json["procedure"] == "CHANGED BY THE API"
+    moved_on(cached_app, before)
+    again, was_replayed = replayed(cached_app, client, ITEM, auth.basic())
+    assert was_replayed and again.data == first.data
+
+
+@pytest.mark.parametrize(
+    "sql, status",
+    [
+        # A version bumped by hand: no log row, so anything may have changed.
+        ("UPDATE starter_data_version SET version = version + 1 WHERE id = 1", 200),
+        # The item's own code renamed away (psql may): the old code is gone.
+        ("UPDATE starter_pxcodes SET pxcode = '999' WHERE pxcode = '039'", 404),
+    ],
+)
+def test_a_change_the_log_cannot_rule_out_flushes_the_item(cached_app, auth, outside, sql, status):
+    client = cached_app.test_client()
+    for _ in range(2):
+        client.get(ITEM, headers=auth.basic())
+    before = watching(cached_app)
+    assert replayed(cached_app, client, ITEM, auth.basic())[1]
+    outside(sql)
+    moved_on(cached_app, before)
+    response, was_replayed = replayed(cached_app, client, ITEM, auth.basic())
+    assert not was_replayed and response.status_code == status
+
+
+def test_the_history_flushes_everything_it_cannot_tell(database_url):
+    from starter.readcache.versionwatch import History, VersionWatch
+
+    watch = VersionWatch(database_url, {}, 60.0)
+    try:
+        assert not watch.unchanged("039", "e.1", "e.1")  # no history yet
+        history = watch._history = History("e", 5)
+        history.changed_at["057"] = 7
+        history.upto = 8
+        assert watch.unchanged("039", "e.5", "e.8") and watch.unchanged("057", "e.7", "e.8")
+        assert not watch.unchanged("057", "e.6", "e.8")  # changed after it was made
+        assert not watch.unchanged("039", "e.4", "e.8")  # made before the history began
+        assert not watch.unchanged("039", "e.5", "e.9")  # past what the history knows
+        assert not watch.unchanged("039", "other.5", "e.8")  # another epoch
+        assert not watch.unchanged("039", "e.8", "e.6")  # made after the version asked about
+    finally:
+        watch.stop()
+
+
+# --- memory: the kept answers are bounded in bytes ---
+
+
+def test_the_kept_answers_stay_within_read_cache_bytes(make_cached_app, auth):
+    bound = 32 * 1024
+    app = make_cached_app(READ_CACHE_BYTES=bound, READ_CACHE_ENTRIES=10_000)
+    client = app.test_client()
+    pages = [f"{LIST}?per_page=100"] + [f"{LIST}?per_page=100&q={word}" for word in ("hip", "heart", "w")]
+    items = [f"/api/v1.0/pxcodes/{code}" for code in ("039", "057", "064", "065", "066", "069", "074")]
+    for url in (pages + items) * 3:
+        assert client.get(url, headers=auth.basic()).status_code == 200
+        answers, held = cache_of(app).kept()
+        assert 0 < held <= bound
+    assert answers < len(pages + items)  # something had to go
+    # The most recent answers are the ones kept.
+    watching(app)
+    assert replayed(app, client, items[-1], auth.basic())[1]
+
+
+def test_an_answer_larger_than_the_whole_cache_is_not_kept(make_cached_app, auth):
+    app = make_cached_app(READ_CACHE_BYTES=4096)
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get(f"{LIST}?per_page=100", headers=auth.basic()).status_code == 200
+        client.get(ITEM, headers=auth.basic())
+    watching(app)
+    assert not replayed(app, client, f"{LIST}?per_page=100", auth.basic())[1]
+    assert replayed(app, client, ITEM, auth.basic())[1]
+
+
+def deep_size(value, seen):
+    """Bytes of ``value`` and everything it holds (each object once)."""
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    size = sys.getsizeof(value)
+    if isinstance(value, (list, tuple)):
+        size += sum(deep_size(item, seen) for item in value)
+    elif hasattr(value, "__dict__"):
+        size += deep_size(vars(value), seen)
+    if isinstance(value, dict):
+        size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in value.items())
+    return size
+
+
+def test_what_the_kept_answers_hold_is_within_their_counted_size(cached_app, auth):
+    client = cached_app.test_client()
+    codes = [item["pxcode"] for item in client.get(f"{LIST}?per_page=100", headers=auth.basic()).json["items"]]
+    for code in codes:
+        client.get(f"/api/v1.0/pxcodes/{code}", headers=auth.basic())
+    for page in range(1, 6):
+        client.get(f"{LIST}?per_page=20&page={page}", headers=auth.basic())
+    kept = cache_of(cached_app)._kept
+    answers, held = cache_of(cached_app).kept()
+    assert answers == len(codes) + 6
+    # The cache's own tables (dicts and links, cachetools' internals) and every key and answer.
+    seen = set()
+    actual = sum(deep_size(value, seen) for value in vars(kept).values() if isinstance(value, dict))
+    assert actual <= held
+
+
+# --- filtered listings: they depend on the codes their filter selects, before or after ---
+
+BY_CODE = f"{LIST}?code=0"  # 039, 057, 064, 065, 066, 069, 074
+BY_WORD = f"{LIST}?q=heart"  # 291, 292, 293, ...
+
+
+@pytest.mark.parametrize(
+    "pxcode, title, flushed",
+    [
+        ("149", "DIZZINESS", set()),  # selected by neither, before or after
+        ("069", "TRANSIENT ISCHEMIA, CHANGED", {BY_CODE}),  # a code the prefix selects
+        ("101", "HEART SEIZURES", {BY_WORD}),  # selected once changed
+        ("291", "FAILURE & SHOCK W MCC", {BY_WORD}),  # selected before the change
+    ],
+)
+def test_a_filtered_listing_is_flushed_only_by_a_change_of_a_row_it_selects(
+    cached_app, auth, outside, pxcode, title, flushed
+):
+    client = cached_app.test_client()
+    for _ in range(2):
+        first = {url: client.get(url, headers=auth.basic()) for url in (BY_CODE, BY_WORD, ITEM)}
+    before = watching(cached_app)
+    assert all(replayed(cached_app, client, url, auth.basic())[1] for url in first)
+    outside("UPDATE starter_pxcodes SET procedure = :t WHERE pxcode = :c", t=title, c=pxcode)
+    moved_on(cached_app, before)
+    for url in (BY_CODE, BY_WORD):
+        response, was_replayed = replayed(cached_app, client, url, auth.basic())
+        assert was_replayed == (url not in flushed), url
+        assert (response.data == first[url].data) == (url not in flushed), url
+    # An unfiltered listing depends on every code: never replayed across a write.
+    assert not replayed(cached_app, client, LIST, auth.basic())[1]
+
+
+def test_a_corrected_search_depends_on_every_code(cached_app, auth, outside):
+    client = cached_app.test_client()
+    url = f"{LIST}?q=hert"
+    for _ in range(2):
+        assert client.get(url, headers=auth.basic()).json["meta"]["fuzzy"] is True
+    before = watching(cached_app)
+    assert replayed(cached_app, client, url, auth.basic())[1]
+    outside("UPDATE starter_pxcodes SET procedure = 'DIZZINESS' WHERE pxcode = '149'")
+    moved_on(cached_app, before)
+    assert not replayed(cached_app, client, url, auth.basic())[1]
+
+
+def test_a_created_code_the_filter_selects_flushes_it(cached_app, auth, outside):
+    client = cached_app.test_client()
+    for _ in range(2):
+        total = client.get(BY_WORD, headers=auth.basic()).json["meta"]["total"]
+    before = watching(cached_app)
+    outside("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('L1', 'LOAD TEST HEART')")
+    moved_on(cached_app, before)
+    response, was_replayed = replayed(cached_app, client, BY_WORD, auth.basic())
+    assert not was_replayed and response.json["meta"]["total"] == total + 1
+
+
+def test_a_page_from_the_render_cache_keeps_what_it_depends_on(cached_app, auth, outside):
+    client = cached_app.test_client()
+    client.get(BY_CODE, headers=auth.basic())  # rendered
+    cache_of(cached_app).clear()
+    first = client.get(BY_CODE, headers=auth.basic())  # from the rendered pages: no render
+    before = watching(cached_app)
+    assert replayed(cached_app, client, BY_CODE, auth.basic())[1]
+    outside("UPDATE starter_pxcodes SET procedure = 'DIZZINESS' WHERE pxcode = '149'")
+    moved_on(cached_app, before)
+    again, was_replayed = replayed(cached_app, client, BY_CODE, auth.basic())
+    assert was_replayed and again.data == first.data
+
+
+def test_until_the_watch_has_read_its_write_a_worker_replays_what_it_did_not_write(cached_app, auth, monkeypatch):
+    import threading
+
+    client = cached_app.test_client()
+    for _ in range(2):
+        first = client.get(ITEM, headers=auth.basic())
+        other = client.get(OTHER, headers=auth.basic())
+        client.get(LIST, headers=auth.basic())
+    watching(cached_app)
+    watch = cache_of(cached_app).watch
+    # The watch's thread is held before it can learn of the write.
+    held, real = threading.Event(), watch._follow_changes
+    monkeypatch.setattr(watch, "_follow_changes", lambda *a: (held.wait(5), real(*a)))
+    try:
+        changed = client.patch(
+            OTHER, json={"procedure": "CHANGED BY THE API"},
+            headers={**auth.basic(), "If-Match": other.headers["ETag"]},
+        )
+        assert changed.status_code == 200
+        assert replayed(cached_app, client, OTHER, auth.basic())[0].json["procedure"] == "CHANGED BY THE API"
+        assert not replayed(cached_app, client, LIST, auth.basic())[1]
+        again, was_replayed = replayed(cached_app, client, ITEM, auth.basic())
+        assert was_replayed and again.data == first.data
+        # A write that declares nothing (raw SQL here) forgets everything, as before.
+        with cached_app.app_context():
+            db.session.execute(text("UPDATE starter_pxcodes SET procedure = 'X' WHERE pxcode = '064'"))
+            db.session.commit()
+        assert not replayed(cached_app, client, ITEM, auth.basic())[1]
+    finally:
+        held.set()
+
+
+def test_a_notification_heard_while_the_watch_reads_is_not_left_waiting(cached_app, auth, outside, monkeypatch):
+    client = cached_app.test_client()
+    client.get(ITEM, headers=auth.basic())
+    watching(cached_app)
+    watch = cache_of(cached_app).watch
+    armed, real = [True], watch._follow_changes
+
+    def follow(cursor, epoch, number):
+        if armed:
+            armed.clear()
+            # A second write commits while the watch reads the first: its notification is on the
+            # socket before the watch's next query, which takes it off.
+            outside("UPDATE starter_pxcodes SET procedure = 'SECOND WRITE' WHERE pxcode = '039'")
+            time.sleep(0.05)
+        return real(cursor, epoch, number)
+
+    monkeypatch.setattr(watch, "_follow_changes", follow)
+    outside("UPDATE starter_pxcodes SET procedure = 'FIRST WRITE' WHERE pxcode = '057'")
+    # The heartbeat is 15 s here (a 60 s lease): only reading again at once explains this.
+    wait_until(lambda: client.get(ITEM, headers=auth.basic()).json["procedure"] == "SECOND WRITE", timeout=1.0)
+    assert not armed
+    # And the watch knows the second version: the item is replayed again.
+    client.get(ITEM, headers=auth.basic())
+    assert replayed(cached_app, client, ITEM, auth.basic())[1]

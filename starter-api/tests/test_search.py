@@ -144,3 +144,28 @@ def test_sorted_matches_pages_equal_plain_pages(client, auth, monkeypatch, sort,
     plain = pages()
     assert sorted_matches == plain
     assert all(sorted_matches)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"q": "heart"}, {"q": "w/o"}, {"q": "cardi"}, {"q": "0"}, {"q": "1 w"}, {"q": "pulmonary W/O"},
+        {"q": "4+"}, {"q": "infarction 28"}, {"q": "mcc cc"}, {"q": "<96"}, {"q": "2 disorders"},
+        {"code": "2"}, {"code": "29"}, {"code": "2", "q": "heart"}, {"code": "1", "q": "w"},
+    ],
+)
+def test_the_python_test_of_a_row_agrees_with_the_search(app, client, auth, query):
+    # The read cache decides with it which cached searches a change can touch.
+    from starter.models import PxCode
+    from starter.readcache.depends import Matching
+
+    listing = client.get("/api/v1.0/pxcodes/", query_string={**query, "per_page": 100}, headers=auth.basic())
+    assert listing.status_code == 200
+    assert not listing.json["meta"].get("fuzzy")
+    with app.app_context():
+        rows = [(code.pxcode, code.procedure) for code in PxCode.query.all()]
+    words = tuple(dict.fromkeys(query.get("q", "").lower().split()))
+    matching = Matching(words, query.get("code", ""))
+    selected = {pxcode for pxcode, title in rows if matching._selects(pxcode, title)}
+    assert selected == set(_codes(listing))
+    assert selected

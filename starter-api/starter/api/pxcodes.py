@@ -22,16 +22,19 @@ from ..http.payload import json_object
 from ..limits import per_user
 from ..models import DataVersion, PxCode
 from ..queries import Pager, PxCodeListing
-from ..readcache import allow_replay
+from ..readcache import allow_replay, wrote
+from ..readcache.depends import ByTag, Matching
 from . import bp
 
 PAGE_CACHES = "starter_pxcode_pages"
+PAGE_DEPENDS = "starter_pxcode_page_depends"
 
 
 @bp.record_once
 def _add_page_caches(state):
     # Each app its own: counts, page keys and rendered pages of its own database.
     state.app.extensions[PAGE_CACHES] = (Pager(), RenderedCache())
+    state.app.extensions[PAGE_DEPENDS] = ByTag()
 
 
 def page_caches(app=None):
@@ -45,15 +48,22 @@ def list_pxcodes():
     reject_unknown_args(PAGE_ARGS | PxCodeListing.ARGS)
     listing, args = PxCodeListing.from_request(), PageArgs.from_request()
     version = DataVersion.current().codes
-    allow_replay(version)
     # The body holds absolute links, so the whole URL (host, arguments) is in the tag.
     tag = etag_of(version, request.url)
     pager, rendered_pages = page_caches()
-    return cached_json_or_304(tag, lambda: _render(pager, listing, args, version), rendered_pages)
+    depends = current_app.extensions[PAGE_DEPENDS]
+    render = lambda: _render(pager, listing, args, version, tag, depends)  # noqa: E731
+    response = cached_json_or_304(tag, render, rendered_pages)
+    allow_replay(version, depends_on=depends.get(tag))  # unknown (not rendered here): the whole table
+    return response
 
 
-def _render(pager, listing, args, version):
+def _render(pager, listing, args, version, tag, depends):
     listing, page = pager.search(listing, args, version)
+    # A filter's page depends on the codes it selects alone, unless the words found nothing
+    # or were corrected: the corrections depend on every title.
+    if listing.is_filtered and not listing.fuzzy and (page.total or not listing.words):
+        depends.note(tag, Matching(listing.words, listing.prefix))
     body, headers = render_page(page, PxCode.serializer())
     body["meta"].update(listing.meta())
     return body, headers
@@ -63,8 +73,9 @@ def _render(pager, listing, args, version):
 @per_user
 def get_pxcode(pxcode):
     reject_unknown_args(())
-    allow_replay(DataVersion.current().codes)  # read before the row: a replay is never newer than its data
+    version = DataVersion.current().codes  # read before the row: a replay is never newer than its data
     code = PxCode.get_or_404(pxcode)
+    allow_replay(version, depends_on=code.pxcode)  # writes to other codes leave it current
     return json_or_304(code.etag, code.to_dict)
 
 
@@ -77,6 +88,7 @@ def create_pxcode():
     # (expired) row again could fail and turn a stored write into a 503.
     body, etag = code.to_dict(), code.etag
     db.session.add(code)
+    wrote(code.pxcode)
     try:
         db.session.commit()
     except IntegrityError:
@@ -127,6 +139,7 @@ def _apply_if_unchanged(statement, code):
     The check and the write are one statement, so two editors holding the same
     ETag cannot both succeed: the second gets 412.
     """
+    wrote(code.pxcode)
     result = db.session.execute(
         statement.where(PxCode.id == code.id, PxCode.procedure == code.procedure)
     )

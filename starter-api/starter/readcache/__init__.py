@@ -1,12 +1,17 @@
 """The read cache: repeated reads answered before Flask, from the app's own answers.
 
 A view that calls ``allow_replay(version)`` declares its answer a function of the URL and the
-codes' data version alone, the same for every user who may read. The middleware
+codes' data version alone, the same for every user who may read; ``depends_on=pxcode``, a function
+of that one code's row (an item), which writes to other codes leave current; ``depends_on=
+depends.Matching(words, prefix)``, of the rows a filter selects (a search), which writes to rows
+it selects neither before nor after leave current. The middleware
 (``middleware.ReadCache``) keeps such answers (200 and 304, per worker process) and serves the next
 identical request itself when all of these hold:
 
 * the version it was made at is still current, as the version watch knows it
-  (``versionwatch``: PostgreSQL notifications; never older than ``READ_CACHE_MAX_STALE``);
+  (``versionwatch``: PostgreSQL notifications; never older than ``READ_CACHE_MAX_STALE``), or,
+  for an answer made of one code or of a filter's codes, the change log says no version since
+  changed that code or a row the filter selects, before or after;
 * the request's credentials are ones the app verified recently, and no user changed since
   (``auth.authenticate`` given the users' version: no hash, no query);
 * the rate limits admit it, counted in flask-limiter's own buckets (``admission``).
@@ -28,16 +33,27 @@ from sqlalchemy.orm import Session
 from .. import observability
 from ..auth import authenticate
 from ..config import ConfigError
-from ..db import engine_options
+from ..db import db, engine_options
 from .middleware import REPLAYABLE, ReadCache
 from .versionwatch import VersionWatch
 
 EXTENSION = "starter_read_cache"
+WRITTEN = "starter.readcache.written"  # session.info: the codes the transaction declared (wrote)
 
 
-def allow_replay(version):
-    """Let the read cache replay this request's answer while the codes are at ``version``."""
-    request.environ[REPLAYABLE] = (version, request.endpoint)
+def allow_replay(version, depends_on=None):
+    """Let the read cache replay this request's answer while the codes are at ``version``, or,
+    with ``depends_on`` (a code, as stored, or a ``depends.Matching``), while those rows are as
+    they were at ``version``. Called again, the last call counts."""
+    request.environ[REPLAYABLE] = (version, request.endpoint, depends_on)
+
+
+def wrote(pxcode):
+    """Declare that the current transaction writes ``pxcode``: once it commits, this process's
+    read cache forgets only answers made of that code (and every listing) until its watch has
+    read the new version, instead of everything. Declare every code the transaction writes;
+    a commit of anything undeclared forgets everything."""
+    db.session.info.setdefault(WRITTEN, set()).add(pxcode)
 
 
 def of(app):
@@ -52,8 +68,8 @@ def init_app(app):
     url = config["SQLALCHEMY_DATABASE_URI"]
     if not config["READ_CACHE"] or make_url(url).get_backend_name() != "postgresql":
         return
-    if not config["READ_CACHE_MAX_STALE"] > 0 or config["READ_CACHE_ENTRIES"] < 1:
-        raise ConfigError("READ_CACHE_MAX_STALE and READ_CACHE_ENTRIES must be positive")
+    if not config["READ_CACHE_MAX_STALE"] > 0 or min(config["READ_CACHE_ENTRIES"], config["READ_CACHE_BYTES"]) < 1:
+        raise ConfigError("READ_CACHE_MAX_STALE, READ_CACHE_ENTRIES and READ_CACHE_BYTES must be positive")
     # The app's own connect arguments: the watch's waits get the same deadlines (dbhealth).
     connect_args = config.get("SQLALCHEMY_ENGINE_OPTIONS", {}).get("connect_args") or engine_options(
         url, config["DB_CONNECT_TIMEOUT"], config["DB_STATEMENT_TIMEOUT"]
@@ -61,8 +77,7 @@ def init_app(app):
     watch = VersionWatch(url, connect_args, config["READ_CACHE_MAX_STALE"])
     metrics = observability.metrics(app)
     cache = ReadCache(
-        app.wsgi_app, watch, config, "/api/", config["READ_CACHE_ENTRIES"],
-        functools.partial(authenticate, app), metrics,
+        app.wsgi_app, watch, config, "/api/", functools.partial(authenticate, app), metrics,
     )
     app.wsgi_app = cache
     app.extensions[EXTENSION] = cache
@@ -70,6 +85,7 @@ def init_app(app):
     # Sessions are Flask-SQLAlchemy's, shared by every app of the process: the hook finds its app.
     if not event.contains(Session, "after_commit", _invalidate_after_commit):
         event.listen(Session, "after_commit", _invalidate_after_commit)
+        event.listen(Session, "after_rollback", _forget_written)
 
 
 def close(app):
@@ -80,9 +96,15 @@ def close(app):
 
 
 def _invalidate_after_commit(session):
-    # This process wrote: its next reads ask the database until the watch has re-read,
-    # so a client sees its own write at once (the other processes hear of it by NOTIFY).
+    # This process wrote: its next reads ask the database (for what it wrote, or everything)
+    # until the watch has re-read, so a client sees its own write at once (the other
+    # processes hear of it by NOTIFY).
+    written = session.info.pop(WRITTEN, None)
     if has_app_context():
         cache = of(current_app)
         if cache is not None:
-            cache.watch.invalidate()
+            cache.watch.invalidate(frozenset(written) if written else None)
+
+
+def _forget_written(session):
+    session.info.pop(WRITTEN, None)

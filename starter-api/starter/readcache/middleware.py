@@ -10,7 +10,11 @@ from werkzeug.http import parse_etags, unquote_etag
 from ..observability.middleware import REPLAYED, ROUTE, USER
 from .admission import LIMIT_HEADERS, Admission
 
-REPLAYABLE = "starter.readcache.replayable"  # environ: (version, endpoint), set by allow_replay
+REPLAYABLE = "starter.readcache.replayable"  # environ: (version, endpoint, depends_on), by allow_replay
+# What a kept answer holds beyond the text of its body, headers and key: the Python objects
+# around them (str, tuple, list, the dataclass, the LRU's links); tracemalloc checks it in
+# tests/test_read_cache.py.
+ENTRY_OVERHEAD = 2048
 # Requests with these headers are answered differently or per client: Flask decides.
 PASS_THROUGH_HEADERS = (
     "HTTP_ORIGIN",
@@ -27,6 +31,7 @@ class KeptAnswer:
     """An answer of the app's, as it was sent, with what a replay of it must match."""
 
     version: str
+    depends_on: object  # a code, a filter (depends.Matching), or None: the whole table
     endpoint: str
     route: str  # the URL rule, for the access line and the metrics
     etag: str  # unquoted
@@ -34,12 +39,13 @@ class KeptAnswer:
     status: str
     headers: list
     body: bytes
+    size: int = 0  # what it holds in memory, its key's text included (set when kept)
 
 
 class ReadCache:
     """WSGI middleware in front of the Flask app; see the package's docstring."""
 
-    def __init__(self, wsgi_app, watch, config, prefix, maxsize, principal_of, metrics):
+    def __init__(self, wsgi_app, watch, config, prefix, principal_of, metrics):
         self.wsgi_app = wsgi_app
         self.principal_of = principal_of  # (Authorization, users' version) -> principal or None
         self.answered_by_replay = metrics.read_cache.labels("replay")
@@ -48,7 +54,9 @@ class ReadCache:
         self.admission = Admission(config)
         self.prefix = prefix
         self.hits = 0  # replays served: for tests and the curious
-        self._kept = LRUCache(maxsize)
+        # Bounded in bytes (READ_CACHE_BYTES) and in answers (READ_CACHE_ENTRIES).
+        self._kept = LRUCache(config["READ_CACHE_BYTES"], getsizeof=lambda entry: entry.size)
+        self._max_entries = config["READ_CACHE_ENTRIES"]
         self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
@@ -76,15 +84,16 @@ class ReadCache:
 
     def _replayed_answer(self, environ, key, conditional):
         """``(status, headers, body)`` of the kept answer this request may have, else None."""
-        versions = self.watch.current()
-        if versions is None:
+        known = self.watch.known()
+        if known is None:
             return None
+        versions, written = known
         entry = self._get((key, False))
-        if entry is None or entry.version != versions.codes:
+        if entry is None or not self._current(entry, versions.codes, written):
             return None
         if conditional and _matches(environ["HTTP_IF_NONE_MATCH"], entry):
             full, entry = entry, self._get((key, True))
-            if entry is None or (entry.version, entry.etag) != (full.version, full.etag):
+            if entry is None or entry.etag != full.etag or not self._current(entry, versions.codes, written):
                 return None
         principal = self.principal_of(environ["HTTP_AUTHORIZATION"], versions.users)
         if principal is None:
@@ -116,24 +125,53 @@ class ReadCache:
         status, headers = answer
         etag = next((value for name, value in headers if name.lower() == "etag"), None)
         if etag is not None:
-            version, endpoint = replayable
+            version, endpoint, depends_on = replayable
             kept = [(name, value) for name, value in headers if name not in LIMIT_HEADERS]
             route = environ.get(ROUTE)
-            entry = KeptAnswer(version, endpoint, route, unquote_etag(etag)[0], etag, status, kept, body)
+            entry = KeptAnswer(
+                version, depends_on, endpoint, route, unquote_etag(etag)[0], etag, status, kept, body
+            )
             self._put((key, status.startswith("304")), entry)
         return [body]
+
+    def _current(self, entry, version, written):
+        """Whether ``entry`` is still the answer at ``version``: made at it, or made of rows (a
+        code, a filter's) that no write touched since; and not made of codes this process
+        ``written`` since (its own writes, seen at once)."""
+        if written and not (isinstance(entry.depends_on, str) and entry.depends_on not in written):
+            return False
+        if entry.version == version:
+            return True
+        if entry.depends_on is None or not self.watch.unchanged(entry.depends_on, entry.version, version):
+            return False
+        entry.version = version  # the answer at this version too: the next check starts here
+        return True
 
     def _get(self, key):
         with self._lock:
             return self._kept.get(key)
 
     def _put(self, key, entry):
+        entry.size = ENTRY_OVERHEAD + len(entry.body) + sum(
+            len(name) + len(value) for name, value in entry.headers
+        ) + sum(len(part) for part in key[0] if part)
         with self._lock:
-            self._kept[key] = entry
+            try:
+                self._kept[key] = entry
+            except ValueError:  # larger than the whole cache: not kept
+                self._kept.pop(key, None)
+                return
+            while len(self._kept) > self._max_entries:
+                self._kept.popitem()  # the least recently used
 
     def clear(self):
         with self._lock:
             self._kept.clear()
+
+    def kept(self):
+        """``(answers, bytes)`` held now: for the metrics, tests and the curious."""
+        with self._lock:
+            return len(self._kept), self._kept.currsize
 
 
 def _matches(if_none_match, entry):

@@ -7,6 +7,10 @@ when told, and re-reads it anyway every ``max_stale / 4`` seconds. A version
 counts as known only while it was confirmed within ``max_stale`` seconds, so a
 lost connection or a database that stops answering turns the watch off (the
 callers then ask the database themselves) instead of leaving it stale.
+
+When the codes' version moves, the watch also reads which codes changed (the change
+log, ``starter.changelog``) before it makes the new version current, so a cached
+answer that depends on one code can outlive writes to the others (``unchanged``).
 """
 
 import logging
@@ -19,6 +23,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import NullPool
 
+from .. import changelog
 from ..models import DataVersion, Versions
 
 CHANNEL = "starter_data_version"
@@ -32,7 +37,42 @@ READ_VERSIONS = str(
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2}
 APPLICATION_NAME = "starter-api version watch"  # how pg_stat_activity shows it
 
+# Changes remembered, at most: past this the history starts afresh (everything older counts
+# as changed), so its memory stays small whatever the writes.
+HISTORY_CHANGES_MAX = 10_000
+
 log = logging.getLogger(__name__)
+
+
+class History:
+    """Which codes changed at which version, since ``floor``, in one epoch of the table.
+
+    Only the watch's thread adds to it, and only versions up to the one it is about to make
+    current; a reader may see a change a little early, which only ever flushes more.
+    """
+
+    def __init__(self, epoch, floor):
+        self.epoch = epoch
+        self.floor = floor  # before it, nothing is known: everything counts as changed
+        self.upto = floor  # the changes are known up to here
+        self.changed_at = {}  # pxcode -> the last version it changed at (or later)
+        self.changes = []  # (version, changelog.Change), oldest first
+
+    def unchanged(self, depends_on, since, until):
+        """Whether what ``depends_on`` (a code, or a filter: ``depends.Matching``) names kept its
+        rows from version number ``since`` to ``until``."""
+        if not self.floor <= since <= until <= self.upto:
+            return False
+        if isinstance(depends_on, str):
+            return self.changed_at.get(depends_on, since) <= since
+        changes = self.changes
+        for i in range(len(changes) - 1, -1, -1):  # newest first, down to ``since``
+            version, change = changes[i]
+            if version <= since:
+                break
+            if depends_on.touched_by(change):
+                return False
+        return True
 
 
 class VersionWatch:
@@ -44,8 +84,9 @@ class VersionWatch:
         )
         self.max_stale = max_stale
         self._heartbeat = max_stale / 4
-        self._known = None  # (Versions, time.monotonic() of the read)
+        self._known = None  # (Versions, time.monotonic() of the read, codes written since)
         self._known_at = None  # the last read, even one a write of this process set aside
+        self._history = None
         self._invalidations = 0
         self._generation = 0  # a thread whose generation is past gives up
         self._thread = None
@@ -53,25 +94,52 @@ class VersionWatch:
         self._progress = 0.0
         self._wake_fds = None
         self._lock = threading.Lock()
+        self._install_lock = threading.Lock()  # _known against a write's invalidate()
         self._stopped = False
 
     def current(self):
         """Return the versions confirmed within ``max_stale`` seconds, else None."""
+        known = self.known()
+        return None if known is None else known[0]
+
+    def known(self):
+        """``(versions, written)``: the versions confirmed within ``max_stale`` seconds and the
+        codes this process wrote since (not yet in them), else None."""
         known = self._known
         if known is not None and time.monotonic() - known[1] < self.max_stale:
-            return known[0]
+            return known[0], known[2]
         self._ensure_watching()
         return None
+
+    def unchanged(self, depends_on, since, until):
+        """Whether the rows ``depends_on`` names (a code, or a filter) are the same at version tag
+        ``until`` (a current one) as at ``since``, as the change log says; False whenever it
+        cannot tell."""
+        history = self._history
+        if history is None:
+            return False
+        since_epoch, _, since_number = since.rpartition(".")
+        until_epoch, _, until_number = until.rpartition(".")
+        if not since_epoch == until_epoch == history.epoch:
+            return False
+        return history.unchanged(depends_on, int(since_number), int(until_number))
 
     def confirmed_age(self):
         """Seconds since the versions were last read, or None before the first read."""
         known = self._known_at
         return None if known is None else time.monotonic() - known
 
-    def invalidate(self):
-        """Forget the versions until read again: this process has just committed a write."""
-        self._invalidations += 1
-        self._known = None
+    def invalidate(self, written=None):
+        """This process has just committed a write: forget the versions until read again, or,
+        given ``written`` (every code the write changed), keep them, with those codes marked
+        changed until the watch has read the new version."""
+        with self._install_lock:
+            self._invalidations += 1
+            known = self._known
+            if written is None or known is None:
+                self._known = None
+            else:
+                self._known = (known[0], known[1], known[2] | written)
         self._wake()
 
     def stop(self):
@@ -147,7 +215,12 @@ class VersionWatch:
                 cursor.execute(f"LISTEN {CHANNEL}")  # before the first read: no change slips by
                 wake = self._wake_fds[0]
                 while generation == self._generation:
+                    dbapi.notifies.clear()
                     self._read(cursor, generation)
+                    if dbapi.notifies:
+                        # Heard while reading (psycopg2 takes them off the socket then): it may
+                        # be of a newer version than the one read, so read again at once.
+                        continue
                     readable, _, _ = select.select([dbapi, wake], [], [], self._heartbeat)
                     if wake in readable:
                         _drain(wake)
@@ -160,13 +233,37 @@ class VersionWatch:
         invalidations = self._invalidations
         cursor.execute(READ_VERSIONS)
         row = cursor.fetchone()
+        self._follow_changes(cursor, str(row[0]), int(row[1]))
         now = time.monotonic()
         self._progress = now
         # Installed only if no write of this process committed meanwhile (it would
         # have woken us: the next round reads again).
         self._known_at = now
-        if generation == self._generation and invalidations == self._invalidations:
-            self._known = (Versions.of(*row), now)
+        with self._install_lock:
+            if generation == self._generation and invalidations == self._invalidations:
+                self._known = (Versions.of(*row), now, frozenset())
+
+    def _follow_changes(self, cursor, epoch, number):
+        """Bring the history up to version ``number``: before the version is made current."""
+        history = self._history
+        if history is None or history.epoch != epoch or number < history.upto:
+            self._history = History(epoch, number)
+            return
+        if number == history.upto:
+            return
+        args = changelog.span(f"{epoch}.{history.upto}", f"{epoch}.{number}")
+        changes = None
+        if args is not None:
+            cursor.execute(changelog.SELECT_CHANGES_PYFORMAT, args)
+            changes = changelog.from_rows(cursor.fetchall(), args)
+        if changes is None or len(history.changes) + len(changes) > HISTORY_CHANGES_MAX:
+            self._history = History(epoch, number)  # unknown, or too much: everything changed
+            return
+        # Each at the newest version of the span: an answer made inside it is flushed too.
+        for change in changes:
+            history.changed_at[change.pxcode] = number
+            history.changes.append((number, change))
+        history.upto = number
 
 
 def _drain(fd):
