@@ -22,7 +22,8 @@ from . import search
 from .cache import ComputedCache
 from .db import db
 from .http.pagination import Page
-from .models import PXCODE_MAX, PxCode, is_pxcode, is_storable_text
+from .models import PXCODE_MAX, DataVersion, PxCode, is_pxcode, is_storable_text
+from .pagekeys import Anchors
 from .search import like_literal
 from .typos import Corrector
 
@@ -152,9 +153,13 @@ class Pager:
     def __init__(self, maxsize=512):
         self._counts = ComputedCache(maxsize)
         self._page_keys = ComputedCache(max(maxsize // 16, 4))
+        self._anchors = Anchors()
         self._corrector = Corrector(maxsize // 2)
 
     def _total(self, listing, version):
+        versions = DataVersion.current()
+        if not listing.is_filtered and versions.codes == version:
+            return versions.count  # kept by the triggers, read with the version: no count
         return self._counts.get_or_compute((version, listing), lambda: _count(listing))
 
     def search(self, listing, args, version):
@@ -206,6 +211,8 @@ class Pager:
     def _items(self, listing, args, version, total):
         """Fetch the page's codes, the total known: by OFFSET, or from its first key deep in a long listing."""
         sort_matches = listing.is_filtered and total <= SORT_MATCHES_MAX
+        if not listing.is_filtered:
+            return self._unfiltered_items(listing, args, version, total)
         statement = listing.statement(sort_matches=sort_matches).limit(args.per_page)
         offset = (args.page - 1) * args.per_page
         if sort_matches or offset <= OFFSET_SCAN_MAX:
@@ -219,9 +226,36 @@ class Pager:
             statement = statement.where(first <= bound if listing.descending else first >= bound)
         return db.session.scalars(statement).all()
 
+    def _unfiltered_items(self, listing, args, version, total):
+        """A page of every code: by OFFSET near either end, else from the anchors (``pagekeys``).
+
+        A descending page is the ascending rows counted from the end, reversed.
+        """
+        offset = (args.page - 1) * args.per_page
+        if listing.descending:
+            start = max(total - offset - args.per_page, 0)
+        else:
+            start = offset
+        limit = max(min(offset + args.per_page, total) - offset, 0)
+        order = listing.sort.lstrip("-")
+        columns = listing.order_columns
+        statement = select(PxCode).limit(limit)
+        if start <= OFFSET_SCAN_MAX:
+            rows = db.session.scalars(statement.order_by(*columns).offset(start)).all()
+        elif total - start - limit <= OFFSET_SCAN_MAX:  # near the end: from the end
+            descending = statement.order_by(*[c.desc() for c in columns])
+            rows = db.session.scalars(descending.offset(total - start - limit)).all()[::-1]
+        else:
+            rows = self._anchors.rows(order, start, limit, version)
+        return rows[::-1] if listing.descending else rows
+
+    def close(self):
+        self._anchors.close()
+
     def clear(self):
         self._counts.clear()
         self._page_keys.clear()
+        self._anchors.clear()
         self._corrector.clear()
 
 
