@@ -10,9 +10,11 @@ row in the title order: a delete and an insert). A page is then the nearest
 anchor at or before it and an OFFSET of about ``SPACING`` rows. The descending
 orders use the same anchors, counted from the end.
 
-The anchors are rebuilt by a background thread once the changes since pile up
-(``REBUILD_CHANGES``); only when the log cannot say what changed (or before the
-first build) does a reader wait for a build, shared by every reader waiting.
+The anchors of an order are first built by a background thread when the order
+is first listed, and rebuilt by one once the changes since pile up
+(``REBUILD_CHANGES``). A reader waits for a build only when it needs anchors
+before the first one is done or when the log cannot say what changed; then
+every reader waiting shares that one build.
 """
 
 import threading
@@ -76,24 +78,32 @@ class Anchors:
             self._rebuild_later(order)
         return known[0], known[1], deltas
 
+    def prepare(self, order):
+        """Start building ``order``'s anchors in the background if there are none yet: the first
+        deep page then finds them (or waits for that build, not a second one)."""
+        if order not in self._sets:
+            self._rebuild_later(order)
+
     def _rebuild_later(self, order):
         with self._guard:
             if order in self._rebuilding:
                 return
             self._rebuilding.add(order)
             app = current_app._get_current_object()
-            thread = threading.Thread(target=self._rebuild, args=(app, order), daemon=True,
-                                      name=f"page-anchors-{order}")
+            thread = threading.Thread(
+                target=self._rebuild, args=(app, order, self._sets.get(order)),
+                daemon=True, name=f"page-anchors-{order}",
+            )
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
-    def _rebuild(self, app, order):
+    def _rebuild(self, app, order, replacing):
         try:
             with app.app_context():
                 try:
-                    built = _build(order)
-                    with self._locks[order]:
-                        self._sets[order] = built
+                    with self._locks[order]:  # a reader that cannot do without waits for this build
+                        if self._sets.get(order) is replacing:  # else a reader has just built them
+                            self._sets[order] = _build(order)
                 finally:
                     db.session.remove()
         except Exception:  # the old anchors still serve; a later reader asks again

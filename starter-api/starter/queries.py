@@ -238,6 +238,7 @@ class Pager:
             start = offset
         limit = max(min(offset + args.per_page, total) - offset, 0)
         order = listing.sort.lstrip("-")
+        self._anchors.prepare(order)
         columns = listing.order_columns
         statement = select(PxCode).limit(limit)
         if start <= OFFSET_SCAN_MAX:

@@ -90,6 +90,7 @@ def test_anchors_rebuilt_in_the_background_when_changes_pile_up(app, client, aut
                                                                   monkeypatch, sort):
     monkeypatch.setattr(pagekeys, "REBUILD_CHANGES", 1)
     _pages(client, auth, sort)
+    page_caches(app)[0].close()  # the first build's thread has ended
     built_at = _anchor_version(app, sort)
     for sql in WRITES[:2]:
         outside(sql)
@@ -97,6 +98,12 @@ def test_anchors_rebuilt_in_the_background_when_changes_pile_up(app, client, aut
     page_caches(app)[0].close()
     assert _anchor_version(app, sort) != built_at
     assert _pages(client, auth, sort) == _truth(app, sort)
+
+
+def test_the_first_list_request_builds_them_in_the_background(app, client, auth, by_anchors):
+    client.get(f"{LIST}?sort=-procedure", headers=auth.basic())
+    page_caches(app)[0].close()
+    assert _anchor_version(app, "procedure")
 
 
 def test_a_version_the_log_cannot_explain_rebuilds_them(app, client, auth, outside, by_anchors):
