@@ -1,10 +1,12 @@
 """What the list endpoint selects (word search, code prefix, sort order) and how its pages are fetched.
 
-Counting and deep pages must not grow with the table. Both are cached per data
-version (any write changes the version, so a cached figure is never stale):
-the total is counted once per version and listing, and a page deep in the
-listing is fetched by its first key (keyset) instead of an OFFSET scan; the
-first key of every page is computed once per version, listing and page size.
+Counting and deep pages must not grow with the table. The unfiltered listing
+needs neither: its total is the count the triggers keep (read with the version),
+and a page deep in it starts from an anchor kept across writes (``pagekeys``),
+or is counted from the nearer end. A filtered listing's total is counted once per
+data version and listing (any write changes the version, so a cached figure is
+never stale), and a page deep in it is fetched by its first key (keyset), the
+first key of every page computed once per version, listing and page size.
 
 How words match and rank is ``starter.search``; a search that finds nothing is
 tried once more with its misspelt words corrected (``starter.typos``).
@@ -210,9 +212,9 @@ class Pager:
 
     def _items(self, listing, args, version, total):
         """Fetch the page's codes, the total known: by OFFSET, or from its first key deep in a long listing."""
-        sort_matches = listing.is_filtered and total <= SORT_MATCHES_MAX
         if not listing.is_filtered:
             return self._unfiltered_items(listing, args, version, total)
+        sort_matches = total <= SORT_MATCHES_MAX
         statement = listing.statement(sort_matches=sort_matches).limit(args.per_page)
         offset = (args.page - 1) * args.per_page
         if sort_matches or offset <= OFFSET_SCAN_MAX:
