@@ -10,11 +10,11 @@ row in the title order: a delete and an insert). A page is then the nearest
 anchor at or before it and an OFFSET of about ``SPACING`` rows. The descending
 orders use the same anchors, counted from the end.
 
-The anchors of an order are first built by a background thread when the order
-is first listed, and rebuilt by one once the changes since pile up
-(``REBUILD_CHANGES``). A reader waits for a build only when it needs anchors
-before the first one is done or when the log cannot say what changed; then
-every reader waiting shares that one build.
+The anchors of an order are built when a page in its middle is first asked for
+(that reader, and any meanwhile, wait for this one build: building them sooner
+slowed every cold request, bench/README.md), and rebuilt by a background thread
+once the changes since pile up (``REBUILD_CHANGES``). After that a reader waits
+for a build only when the log cannot say what changed.
 """
 
 import threading
@@ -79,8 +79,8 @@ class Anchors:
         return known[0], known[1], deltas
 
     def prepare(self, order):
-        """Start building ``order``'s anchors in the background if there are none yet: the first
-        deep page then finds them (or waits for that build, not a second one)."""
+        """Start building ``order``'s anchors in the background if there are none yet: readers
+        then wait for that build, not a second one."""
         if order not in self._sets:
             self._rebuild_later(order)
 

@@ -240,7 +240,6 @@ class Pager:
             start = offset
         limit = max(min(offset + args.per_page, total) - offset, 0)
         order = listing.sort.lstrip("-")
-        self._anchors.prepare(order)
         columns = listing.order_columns
         statement = select(PxCode).limit(limit)
         if start <= OFFSET_SCAN_MAX:
@@ -249,6 +248,7 @@ class Pager:
             descending = statement.order_by(*[c.desc() for c in columns])
             rows = db.session.scalars(descending.offset(total - start - limit)).all()[::-1]
         else:
+            self._anchors.prepare(order)  # a build the next deep pages need not wait for
             rows = self._anchors.rows(order, start, limit, version)
         return rows[::-1] if listing.descending else rows
 
