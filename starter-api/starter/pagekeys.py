@@ -24,6 +24,7 @@ from sqlalchemy import Integer, String, and_, bindparam, func, select, text, tru
 from sqlalchemy.dialects import postgresql
 
 from . import changelog
+from .cache import ComputedCache
 from .db import db
 from .models import DataVersion, PxCode
 
@@ -38,7 +39,8 @@ class Anchors:
     """The anchor sets of one app, per order name (``ORDERS``), each built by one thread at a time."""
 
     def __init__(self):
-        self._sets = {}  # order name -> (version tag, [key tuples at ranks 0, SPACING, ...])
+        self._sets = {}  # order name -> (version tag, [key tuples at ranks 0, spacing, ...], spacing)
+        self._changes = ComputedCache(64)  # (order, anchors' version, version) -> key changes
         self._locks = {name: threading.Lock() for name in ORDERS}
         self._rebuilding = set()
         self._threads = []
@@ -46,37 +48,40 @@ class Anchors:
 
     def rows(self, order, start, limit, version):
         """The codes at ranks ``start`` .. ``start + limit - 1`` of ``order`` ascending, at ``version``."""
-        anchor_version, keys, deltas = self._usable(order, version)
+        (_, keys, spacing), deltas = self._usable(order, version)
         columns = ORDERS[order]
         inserted = sum(1 for _, delta in deltas if delta > 0)
         # The anchor's rank can only have grown by the inserts: this one is at or before ``start``.
-        index = min((start - inserted) // SPACING, len(keys) - 1) if start >= inserted else -1
+        index = min((start - inserted) // spacing, len(keys) - 1) if start >= inserted else -1
         statement = select(PxCode).order_by(*columns).limit(limit)
         if index < 0 or not keys:
             return db.session.scalars(statement.offset(start)).all()
         anchor = keys[index]
-        rank = index * SPACING + _inserted_before(anchor, deltas)
+        rank = index * spacing + _inserted_before(anchor, deltas)
         key = tuple_(*columns) if len(columns) > 1 else columns[0]
         bound = tuple_(*anchor) if len(columns) > 1 else anchor[0]
         statement = statement.where(key >= bound).offset(start - rank)
         return db.session.scalars(statement).all()
 
     def _usable(self, order, version):
-        """``(anchor version, keys, key changes since)`` for ``version``, building if none can serve."""
+        """``(anchor set, key changes since)`` for ``version``, building if none can serve."""
         known = self._sets.get(order)
-        deltas = None if known is None else _key_changes(order, known[0], version)
+        deltas = None if known is None else self._key_changes(order, known[0], version)
         if deltas is None:
             with self._locks[order]:  # one build; the others wait for it
                 known = self._sets.get(order)
-                deltas = None if known is None else _key_changes(order, known[0], version)
+                deltas = None if known is None else self._key_changes(order, known[0], version)
                 if deltas is None:
                     known = self._sets[order] = _build(order)
-                    deltas = _key_changes(order, known[0], version)
+                    deltas = self._key_changes(order, known[0], version)
             if deltas is None:  # even the new anchors are out of the log's reach: none
-                return known[0], [], ()
+                return (known[0], [], known[2]), ()
         elif len(deltas) > REBUILD_CHANGES or _span(known[0], version) > changelog.KEPT_VERSIONS // 2:
             self._rebuild_later(order)
-        return known[0], known[1], deltas
+        return known, deltas
+
+    def _key_changes(self, order, since, until):
+        return self._changes.get_or_compute((order, since, until), lambda: _key_changes(order, since, until))
 
     def prepare(self, order):
         """Start building ``order``'s anchors in the background if there are none yet: readers
@@ -119,10 +124,11 @@ class Anchors:
 
     def clear(self):
         self._sets.clear()
+        self._changes.clear()
 
 
 def _build(order):
-    """``(version tag, keys)``: one ordered scan, with the version row in the same statement."""
+    """``(version tag, keys, spacing)``: one ordered scan, with the version row in the same statement."""
     columns = ORDERS[order]
     number = (func.row_number().over(order_by=columns) - 1).label("n")
     ranked = select(*columns, number).subquery()
@@ -135,7 +141,7 @@ def _build(order):
     )
     rows = db.session.execute(statement).all()
     keys = [tuple(row[2:]) for row in rows if row[2] is not None]
-    return f"{rows[0][0]}.{rows[0][1]}", keys
+    return f"{rows[0][0]}.{rows[0][1]}", keys, SPACING
 
 
 def _span(since, until):
