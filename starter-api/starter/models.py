@@ -215,17 +215,21 @@ class DataVersion(db.Model):
 
     @classmethod
     def select_current(cls):
-        """The one-row query of the versions (the request path and the version watch)."""
-        return select(cls.epoch, cls.version, cls.users_version).filter_by(id=1)
+        """The one-row query of the versions and the count (the request path and the version watch)."""
+        return select(cls.epoch, cls.version, cls.users_version, cls.codes).filter_by(id=1)
 
 
 @dataclass(frozen=True)
 class Versions:
-    """The data versions as tags: the epoch keeps them unique across a recreated table."""
+    """The data versions as tags: the epoch keeps them unique across a recreated table.
+
+    ``count``: how many codes there are at version ``codes`` (read in the same row).
+    """
 
     codes: str
     users: str
+    count: int = 0
 
     @classmethod
-    def of(cls, epoch, codes_version, users_version):
-        return cls(codes=f"{epoch}.{codes_version}", users=f"{epoch}.{users_version}")
+    def of(cls, epoch, codes_version, users_version, count=0):
+        return cls(codes=f"{epoch}.{codes_version}", users=f"{epoch}.{users_version}", count=count)

@@ -1,10 +1,12 @@
 """What the list endpoint selects (word search, code prefix, sort order) and how its pages are fetched.
 
-Counting and deep pages must not grow with the table. Both are cached per data
-version (any write changes the version, so a cached figure is never stale):
-the total is counted once per version and listing, and a page deep in the
-listing is fetched by its first key (keyset) instead of an OFFSET scan; the
-first key of every page is computed once per version, listing and page size.
+Counting and deep pages must not grow with the table. The unfiltered listing
+needs neither: its total is the count the triggers keep (read with the version),
+and a page deep in it starts from an anchor kept across writes (``pagekeys``),
+or is counted from the nearer end. A filtered listing's total is counted once per
+data version and listing (any write changes the version, so a cached figure is
+never stale), and a page deep in it is fetched by its first key (keyset), the
+first key of every page computed once per version, listing and page size.
 
 How words match and rank is ``starter.search``; a search that finds nothing is
 tried once more with its misspelt words corrected (``starter.typos``).
@@ -22,7 +24,8 @@ from . import search
 from .cache import ComputedCache
 from .db import db
 from .http.pagination import Page
-from .models import PXCODE_MAX, PxCode, is_pxcode, is_storable_text
+from .models import PXCODE_MAX, DataVersion, PxCode, is_pxcode, is_storable_text
+from .pagekeys import Anchors
 from .search import like_literal
 from .typos import Corrector
 
@@ -152,9 +155,13 @@ class Pager:
     def __init__(self, maxsize=512):
         self._counts = ComputedCache(maxsize)
         self._page_keys = ComputedCache(max(maxsize // 16, 4))
+        self._anchors = Anchors()
         self._corrector = Corrector(maxsize // 2)
 
     def _total(self, listing, version):
+        versions = DataVersion.current()
+        if not listing.is_filtered and versions.codes == version:
+            return versions.count  # kept by the triggers, read with the version: no count
         return self._counts.get_or_compute((version, listing), lambda: _count(listing))
 
     def search(self, listing, args, version):
@@ -205,7 +212,9 @@ class Pager:
 
     def _items(self, listing, args, version, total):
         """Fetch the page's codes, the total known: by OFFSET, or from its first key deep in a long listing."""
-        sort_matches = listing.is_filtered and total <= SORT_MATCHES_MAX
+        if not listing.is_filtered:
+            return self._unfiltered_items(listing, args, version, total)
+        sort_matches = total <= SORT_MATCHES_MAX
         statement = listing.statement(sort_matches=sort_matches).limit(args.per_page)
         offset = (args.page - 1) * args.per_page
         if sort_matches or offset <= OFFSET_SCAN_MAX:
@@ -219,9 +228,37 @@ class Pager:
             statement = statement.where(first <= bound if listing.descending else first >= bound)
         return db.session.scalars(statement).all()
 
+    def _unfiltered_items(self, listing, args, version, total):
+        """A page of every code: by OFFSET near either end, else from the anchors (``pagekeys``).
+
+        A descending page is the ascending rows counted from the end, reversed.
+        """
+        offset = (args.page - 1) * args.per_page
+        if listing.descending:
+            start = max(total - offset - args.per_page, 0)
+        else:
+            start = offset
+        limit = max(min(offset + args.per_page, total) - offset, 0)
+        order = listing.sort.lstrip("-")
+        columns = listing.order_columns
+        statement = select(PxCode).limit(limit)
+        if start <= OFFSET_SCAN_MAX:
+            rows = db.session.scalars(statement.order_by(*columns).offset(start)).all()
+        elif total - start - limit <= OFFSET_SCAN_MAX:  # near the end: from the end
+            descending = statement.order_by(*[c.desc() for c in columns])
+            rows = db.session.scalars(descending.offset(total - start - limit)).all()[::-1]
+        else:
+            self._anchors.prepare(order)  # a build the next deep pages need not wait for
+            rows = self._anchors.rows(order, start, limit, version)
+        return rows[::-1] if listing.descending else rows
+
+    def close(self):
+        self._anchors.close()
+
     def clear(self):
         self._counts.clear()
         self._page_keys.clear()
+        self._anchors.clear()
         self._corrector.clear()
 
 

@@ -19,6 +19,7 @@ from helpers import PASSWORD, READER, READER_PASSWORD, USERNAME, AuthActions, in
 
 from starter import create_app
 from starter import readcache
+from starter.api.pxcodes import PAGE_CACHES
 from starter.db import db, recreate_tables
 from starter.models import User
 
@@ -143,6 +144,8 @@ def make_app(database_url, tmp_path):
     clear_process_caches()
     for app in apps:
         readcache.close(app)
+        if PAGE_CACHES in app.extensions:  # a page-anchor build under way ends first
+            app.extensions[PAGE_CACHES][0].close()
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
