@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
+from .models import split_tag
+
 # Migration 0005 keeps this many versions of the log; a wider span is not asked for.
 KEPT_VERSIONS = 1000
 # More changed rows than this in one span: cheaper to treat everything as changed.
@@ -42,11 +44,9 @@ def span(since, until):
     Tags are ``Versions.codes`` (``"<epoch>.<version>"``). None when no log can
     answer (other epochs, too wide a span, ``until`` older than ``since``).
     """
-    since_epoch, _, since_number = since.rpartition(".")
-    until_epoch, _, until_number = until.rpartition(".")
+    (since_epoch, low), (until_epoch, high) = split_tag(since), split_tag(until)
     if since_epoch != until_epoch:
         return None
-    low, high = int(since_number), int(until_number)
     if not 0 <= high - low <= KEPT_VERSIONS:
         return None
     return {"since": low, "until": high, "limit": ROWS_MAX + 1}

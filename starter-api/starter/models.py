@@ -233,3 +233,9 @@ class Versions:
     @classmethod
     def of(cls, epoch, codes_version, users_version, count=0):
         return cls(codes=f"{epoch}.{codes_version}", users=f"{epoch}.{users_version}", count=count)
+
+
+def split_tag(tag):
+    """``(epoch, version number)`` of a version tag such as ``Versions.codes``."""
+    epoch, _, number = tag.rpartition(".")
+    return epoch, int(number)

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 from . import changelog
 from .cache import ComputedCache
 from .db import db
-from .models import DataVersion, PxCode
+from .models import DataVersion, PxCode, split_tag
 
 # One anchor every this many rows: a page costs an OFFSET of up to about this many.
 SPACING = 500
@@ -145,7 +145,7 @@ def _build(order):
 
 
 def _span(since, until):
-    return abs(int(until.rpartition(".")[2]) - int(since.rpartition(".")[2]))
+    return abs(split_tag(until)[1] - split_tag(since)[1])
 
 
 def _key_changes(order, since, until):
@@ -173,11 +173,10 @@ def _key_changes(order, since, until):
 
 def _span_order(since, until):
     """True if ``since`` is at or before ``until``, False if after, None if of different epochs."""
-    since_epoch, _, since_number = since.rpartition(".")
-    until_epoch, _, until_number = until.rpartition(".")
+    (since_epoch, since_number), (until_epoch, until_number) = split_tag(since), split_tag(until)
     if since_epoch != until_epoch:
         return None
-    return int(since_number) <= int(until_number)
+    return since_number <= until_number
 
 
 def _key(order, code, title):

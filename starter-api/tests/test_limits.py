@@ -6,10 +6,9 @@ import uuid
 
 import pytest
 
-from helpers import command_names, new_caller, redis_limits, redis_round_trips
+from helpers import command_names, new_caller, redis_limits, redis_round_trips, redis_url
 
 ITEM = "/api/v1.0/pxcodes/039"
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 def test_rate_limit_headers_on_api_responses(client, auth):
@@ -77,14 +76,7 @@ def test_health_probes_are_never_limited(make_app):
 
 def test_redis_storage_is_shared_between_workers(make_seeded_app, auth):
     """Two apps (two workers) on one Redis share each user's budget."""
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.exceptions.ConnectionError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis is required in CI: {exc}")
-        pytest.skip(f"Redis not reachable: {exc}")
-    settings = {"RATELIMIT_STORAGE_URI": REDIS_URL, "RATELIMIT_PER_USER": "4 per minute"}
+    settings = {"RATELIMIT_STORAGE_URI": redis_url(), "RATELIMIT_PER_USER": "4 per minute"}
     first = make_seeded_app(**settings)
     # A user of its own: the shared Redis may hold counts from earlier runs.
     name = f"redis-{uuid.uuid4().hex[:12]}"

@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import NullPool
 
 from .. import changelog
-from ..models import DataVersion, Versions
+from ..models import DataVersion, Versions, split_tag
 
 CHANNEL = "starter_data_version"
 # Run on the raw connection (it also LISTENs): the model's query, compiled once.
@@ -118,11 +118,10 @@ class VersionWatch:
         history = self._history
         if history is None:
             return False
-        since_epoch, _, since_number = since.rpartition(".")
-        until_epoch, _, until_number = until.rpartition(".")
+        (since_epoch, since_number), (until_epoch, until_number) = split_tag(since), split_tag(until)
         if not since_epoch == until_epoch == history.epoch:
             return False
-        return history.unchanged(depends_on, int(since_number), int(until_number))
+        return history.unchanged(depends_on, since_number, until_number)
 
     def confirmed_age(self):
         """Seconds since the versions were last read, or None before the first read."""
