@@ -501,9 +501,10 @@ def main():
             # DB_PROBE_TIMEOUT: 64 readers, 3 replicas, nginx and wrk on 2 cores put the load average
             # past 30, where a fresh connection can take longer than the default half second and the
             # database would be called down (503s) while it answers; this test is about replicas.
+            # SERVER_DRAIN_TIMEOUT: the image's, which the rolling restart is about (the harness's is 2).
             return Replica(database_url, folder, replica_ports[i], FORWARDED_PROXIES="1",
                            RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{redis.port}",
-                           DB_PROBE_TIMEOUT="2", **env)
+                           DB_PROBE_TIMEOUT="2", SERVER_DRAIN_TIMEOUT="10", **env)
 
         def start_all(**env):
             replicas[:] = [make_replica(i, **env) for i in range(REPLICAS)]

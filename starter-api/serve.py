@@ -23,8 +23,12 @@ the service through this file):
   SERVER_LOG_LEVEL (info)              granian's own log (the app's log: LOG_LEVEL)
   SERVER_HEADER_TIMEOUT (10)           seconds a client has to send a request's headers (also the idle
                                        keep-alive limit between two requests)
-  SERVER_GRACEFUL_TIMEOUT (20)         on SIGTERM (docker stop) or SIGINT: stop accepting, let requests in
-                                       flight finish for up to this many seconds, then kill the workers
+  SERVER_DRAIN_TIMEOUT (10)            on SIGTERM (docker stop), first refuse new connections and close the
+                                       open ones after their next answer, for up to this many seconds, so
+                                       that a proxy is never caught sending on a connection being closed
+                                       (starter/draining.py); 0: no drain. A second SIGTERM stops at once
+  SERVER_GRACEFUL_TIMEOUT (20)         then (or at once on SIGINT): stop accepting, let requests in flight
+                                       finish for up to this many seconds, then kill the workers
   METRICS_PORT (unset)                 serve Prometheus metrics, summed over every worker, on this port
                                        (same host as the API); unset: no metrics endpoint
   METRICS_DIR (a new temporary folder) where the workers keep their metric values (emptied at start)
@@ -64,7 +68,7 @@ def _name_the_metrics_folder():
 _name_the_metrics_folder()
 
 import secret_files  # noqa: E402  (beside this file: on sys.path wherever it is started from)
-from starter import config  # noqa: E402
+from starter import config, draining  # noqa: E402
 from starter.config import REQUEST_BODY_SLOTS, env_bool, env_int  # noqa: E402
 DEFAULT_APP = "wsgi:app"
 # The largest request head (request line and headers) granian reads: a larger one is answered 431
@@ -107,6 +111,8 @@ def log_config():
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["formatters"]["access"]["()"] = "serve.AccessFormatter"
+    # The drain's lines (the master's) beside granian's own.
+    config["loggers"][draining.log.name] = {"handlers": ["console"], "level": "INFO", "propagate": False}
     return config
 
 
@@ -126,6 +132,7 @@ def settings():
         "access_log": env_bool(os.environ, "SERVER_ACCESS_LOG", False),
         "log_level": os.environ.get("SERVER_LOG_LEVEL", "").strip().lower() or "info",
         "header_timeout": _int("SERVER_HEADER_TIMEOUT", 10),
+        "drain_timeout": _int("SERVER_DRAIN_TIMEOUT", 10, minimum=0),
         "graceful_timeout": _int("SERVER_GRACEFUL_TIMEOUT", 20),
         "metrics_port": _int("METRICS_PORT", 0, minimum=0),
     }
@@ -205,6 +212,7 @@ def main(argv):
         _serve_metrics(conf)
     server = build(target, conf)
     server.main_loop_interrupt = _WakingEvent()
+    draining.drain_on_sigterm(server, conf["port"], conf["drain_timeout"])
     server.serve()
 
 

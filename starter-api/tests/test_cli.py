@@ -253,6 +253,7 @@ def test_createdb_makes_both_seed_tables(app, runner):
         ({"FLASK_CONFIG": "production", "SECRET_KEY": ""}, "Error: production needs SECRET_KEY set in the environment"),
         ({"WEB_CONCURRENCY": "zero"}, "Error: WEB_CONCURRENCY must be an integer, got 'zero'"),
         ({"SERVER_ACCESS_LOG": "flase"}, "Error: SERVER_ACCESS_LOG must be on or off (1/0, true/false, yes/no), got 'flase'"),
+        ({"SERVER_DRAIN_TIMEOUT": "-1"}, "Error: SERVER_DRAIN_TIMEOUT must be 0 or more, got '-1'"),
         ({"DATABASE_URL": "mysql://u:p@127.0.0.1/x"}, "Error: DATABASE_URL: 'mysql' is not supported (use postgresql or sqlite)"),
     ],
 )

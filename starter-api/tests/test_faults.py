@@ -10,6 +10,7 @@ differs), then stop and restart the database mid-traffic (harness: ``servers.py`
 import json
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -444,3 +445,86 @@ def test_sigterm_lets_a_request_in_flight_finish(fault_database, tmp_path_factor
         engine.dispose()
         server.stop()
     assert "Granian shutdown completed" in server.log()
+
+
+def _workers(server):
+    """The PIDs of the server's granian workers (its children)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == server.pid:
+                pids.append(int(name))
+    return pids
+
+
+def _cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def test_sigterm_drains_kept_alive_connections_before_stopping(fault_database, tmp_path_factory):
+    """docker stop behind a proxy: new connections are refused at once, the kept-alive ones get their
+    next answer with Connection: close (so a proxy never sends on a connection being closed), /readyz
+    says 503, and the server stops as soon as the last one is gone, not at SERVER_DRAIN_TIMEOUT."""
+    server = ProductionServer(fault_database, tmp_path_factory.mktemp("server-drain"), SERVER_DRAIN_TIMEOUT="20")
+    try:
+        server.wait_ready()
+        kept = [requests.Session() for _ in range(2)]
+        for http in kept:
+            http.auth = (ADMIN, ADMIN_PASSWORD)
+            first = http.get(server.base + "/api/v1.0/pxcodes/039", timeout=REQUEST_TIMEOUT)
+            assert first.status_code == 200 and first.headers.get("Connection", "").lower() != "close"
+        os.kill(server.pid, signal.SIGTERM)
+        time.sleep(1.0)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(server.base + "/healthz", timeout=REQUEST_TIMEOUT)  # refused: a proxy retries it elsewhere
+        assert server.process.poll() is None  # still draining: two connections are open
+        answer = kept[0].get(server.base + "/api/v1.0/pxcodes/039", timeout=REQUEST_TIMEOUT)
+        assert answer.status_code == 200 and answer.json()["pxcode"] == "039"
+        assert answer.headers["Connection"].lower() == "close"
+        ready = kept[1].get(server.base + "/readyz", timeout=REQUEST_TIMEOUT)
+        assert_json_error(ready, 503)
+        assert ready.headers["Connection"].lower() == "close" and ready.headers["Retry-After"] == "1"
+        closed = time.monotonic()
+        assert server.process.wait(timeout=15) == 0, server.log()[-2000:]
+        assert time.monotonic() - closed < 5, "the server waited for SERVER_DRAIN_TIMEOUT, not for its connections"
+    finally:
+        server.stop()
+    log = server.log()
+    assert "draining: new connections refused; waiting for 2 open connection(s)" in log, log[-2000:]
+    assert "still open" not in log and "Granian shutdown completed" in log
+
+
+def test_a_drain_ends_at_its_deadline_or_at_a_second_sigterm(fault_database, tmp_path_factory):
+    """A client that keeps an idle connection open holds the drain only until SERVER_DRAIN_TIMEOUT;
+    a second SIGTERM stops at once; the workers wait without spinning meanwhile."""
+    for second_sigterm in (False, True):
+        server = ProductionServer(fault_database, tmp_path_factory.mktemp("server-drain-deadline"),
+                                  SERVER_DRAIN_TIMEOUT="30" if second_sigterm else "2")
+        try:
+            server.wait_ready()
+            idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            workers = _workers(server)
+            os.kill(server.pid, signal.SIGTERM)
+            sent = time.monotonic()
+            time.sleep(0.5)
+            cpu = _cpu_seconds(workers)
+            time.sleep(1.0)
+            assert _cpu_seconds(workers) - cpu < 0.3, "a worker spins while it drains"
+            if second_sigterm:
+                os.kill(server.pid, signal.SIGTERM)
+            assert server.process.wait(timeout=15) == 0, server.log()[-2000:]
+            assert time.monotonic() - sent < 8
+            idle.close()
+        finally:
+            server.stop()
+        assert "1 connection(s) still open" in server.log() or second_sigterm, server.log()[-2000:]
