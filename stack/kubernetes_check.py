@@ -19,7 +19,8 @@ import jsonschema
 import yaml
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes" / "schemas"
-SERVER_GRACEFUL_TIMEOUT_DEFAULT = 20  # serve.py's default
+SERVER_GRACEFUL_TIMEOUT_DEFAULT = 20  # serve.py's defaults
+SERVER_DRAIN_TIMEOUT_DEFAULT = 10
 
 
 def strict(schema):
@@ -80,6 +81,7 @@ def main(name, rendered):
     api = next(c for c in pod["containers"] if c["name"] == "starter-api")
     config = next(d for d in by_kind["ConfigMap"] if d["metadata"]["name"].startswith("starter-api"))["data"]
     graceful = int(config.get("SERVER_GRACEFUL_TIMEOUT", SERVER_GRACEFUL_TIMEOUT_DEFAULT))
+    drain = int(config.get("SERVER_DRAIN_TIMEOUT", SERVER_DRAIN_TIMEOUT_DEFAULT))
     pre_stop = api.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
     pre_stop_seconds = int(pre_stop[-1]) if pre_stop[:1] == ["sleep"] else 0
     check(deployment["spec"]["replicas"] == 3, f"Deployment: {deployment['spec']['replicas']} replicas")
@@ -87,8 +89,9 @@ def main(name, rendered):
     check(api.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", "readiness probe /readyz")
     check("startupProbe" in api, "a startup probe")
     grace = pod.get("terminationGracePeriodSeconds", 30)
-    check(grace > graceful + pre_stop_seconds,
-          f"terminationGracePeriodSeconds {grace} > preStop {pre_stop_seconds} s + SERVER_GRACEFUL_TIMEOUT {graceful} s")
+    check(grace > pre_stop_seconds + drain + graceful,
+          f"terminationGracePeriodSeconds {grace} > preStop {pre_stop_seconds} s + SERVER_DRAIN_TIMEOUT {drain} s "
+          f"+ SERVER_GRACEFUL_TIMEOUT {graceful} s")
 
     job = next(d for d in by_kind["Job"] if d["metadata"]["name"] == "starter-api-migrate")
     job_pod = job["spec"]["template"]["spec"]
