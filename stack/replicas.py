@@ -179,6 +179,8 @@ class Load(BackgroundLoad):
     """READERS clients reading and WRITERS clients creating codes, through the proxy, each on its own
     keep-alive connection; every request recorded."""
 
+    write_pause = 0.1  # seconds between a writer's requests
+
     def __init__(self, base, prefix, etag):
         self.base = base
         self.prefix = prefix
@@ -223,7 +225,7 @@ class Load(BackgroundLoad):
             with self.lock:
                 self.writes.append((code, status))
             i += 1
-            time.sleep(0.1)
+            time.sleep(self.write_pause)
 
 
     def failed_reads(self):
@@ -540,20 +542,25 @@ def main():
             # Who answered the failures: the app (upstream_status 503) or nginx (no replica).
             lines = [line for line in _read(proxy.access_log).splitlines() if '" 50' in line]
             say("--- the proxy's 5xx lines:\n" + "\n".join(lines[-8:]))
-        for replica in replicas:
-            if replica.process.poll() is None:
-                replica.stop()
-        if proxy is not None:
-            proxy.stop()
-        redis.kill()
-        pg.destroy()
-        shutil.rmtree(tmp, ignore_errors=True)
+        tear_down(replicas, proxy, redis, pg, tmp)
     failed = [r for r in results if not r[0]]
     say(f"took {time.monotonic() - started:.0f} s; load average {load_average()}")
     for _, name, _detail in failed:
         say(f"FAILED: {name}")
     print(f"replicas: {len(results) - len(failed)} passed, {len(failed)} failed", flush=True)
     return 1 if failed else 0
+
+
+def tear_down(replicas, proxy, redis, pg, tmp):
+    """Stop what the harness started (each by its PID) and remove its folder."""
+    for replica in replicas:
+        if replica.process.poll() is None:
+            replica.stop()
+    if proxy is not None:
+        proxy.stop()
+    redis.kill()
+    pg.destroy()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def prepare_database(pg):

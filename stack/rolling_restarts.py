@@ -11,7 +11,6 @@ and drain lines. ~1 min a round.
 """
 
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -26,19 +25,7 @@ WRITERS, READERS = 8, 32
 
 
 class WriteHeavyLoad(harness.Load):
-    def _writer(self, number):
-        http = self._session()
-        i = 0
-        while not self.stop.is_set():
-            code = f"{self.prefix}{number}{i:04d}"
-            try:
-                status = http.post(self.base + harness.LIST, json={"pxcode": code, "procedure": f"ROLLING {code}"},
-                                   timeout=harness.REQUEST_TIMEOUT).status_code
-            except requests.RequestException as exc:
-                status = type(exc).__name__
-            with self.lock:
-                self.writes.append((code, status))
-            i += 1
+    write_pause = 0  # each writer's next POST as soon as the last is answered
 
 
 def main(argv):
@@ -94,14 +81,7 @@ def main(argv):
                         f"load average {harness.load_average()}")
         harness.say(f"{rounds} rounds of {harness.REPLICAS} restarts: {dict(total)}")
     finally:
-        for replica in replicas:
-            if replica.process.poll() is None:
-                replica.stop()
-        if proxy is not None:
-            proxy.stop()
-        redis.kill()
-        pg.destroy()
-        shutil.rmtree(tmp, ignore_errors=True)
+        harness.tear_down(replicas, proxy, redis, pg, tmp)
 
 
 if __name__ == "__main__":
