@@ -80,11 +80,12 @@ class PxCodeListing:
             sort = "pxcode"  # without words every code ranks alike
         return cls(words=words, prefix=prefix, sort=sort)
 
-    @property
+    @cached_property
     def order_columns(self):
         """The sort column, then the code as tie-breaker: a unique key in sort order.
 
-        The relevance is an expression, labelled so that subqueries can name it.
+        The relevance is an expression, labelled so that subqueries can name it; built
+        once per listing (a statement names these columns more than once).
         """
         if self.sort == RELEVANCE:
             return [search.relevance(self.words).label(RELEVANCE), PxCode.pxcode]
