@@ -12,12 +12,11 @@ How words match and rank is ``starter.search``; a search that finds nothing is
 tried once more with its misspelt words corrected (``starter.typos``).
 """
 
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import dataclass, field, replace
+from functools import cached_property, partial
 
 from flask import request
 from sqlalchemy import and_, func, select, true, tuple_
-from sqlalchemy.orm import aliased
 from werkzeug.exceptions import BadRequest, NotFound
 
 from . import search
@@ -40,6 +39,8 @@ OFFSET_SCAN_MAX = 5000
 # ``PxCodeListing.statement``); its pages then never need keys.
 SORT_MATCHES_MAX = 20000
 TOTAL = "total"  # the label of the matches' count in a counted statement
+# What a listing's page holds of each code: plain rows, which cost a fraction of ORM objects to load.
+ROW = (PxCode.pxcode, PxCode.procedure)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class PxCodeListing:
     prefix: str = ""
     sort: str = "pxcode"
     fuzzy: bool = False  # the words are corrections of the ones asked for
+    # How ``terms`` are found: ``search.look_up``, or a cache's (``Pager``); no part of what is listed.
+    look_up: object = field(default=search.look_up, compare=False, repr=False)
 
     ARGS = frozenset({"q", "code", "sort"})
 
@@ -77,11 +80,12 @@ class PxCodeListing:
             sort = "pxcode"  # without words every code ranks alike
         return cls(words=words, prefix=prefix, sort=sort)
 
-    @property
+    @cached_property
     def order_columns(self):
         """The sort column, then the code as tie-breaker: a unique key in sort order.
 
-        The relevance is an expression, labelled so that subqueries can name it.
+        The relevance is an expression, labelled so that subqueries can name it; built
+        once per listing (a statement names these columns more than once).
         """
         if self.sort == RELEVANCE:
             return [search.relevance(self.words).label(RELEVANCE), PxCode.pxcode]
@@ -99,7 +103,7 @@ class PxCodeListing:
     @cached_property
     def terms(self):
         """What the database holds of the words (``search.look_up``), looked up once per listing."""
-        return search.look_up(self.words, indexed=db.engine.dialect.name == "postgresql")
+        return self.look_up(self.words, indexed=db.engine.dialect.name == "postgresql")
 
     @property
     def finds_nothing(self):
@@ -124,8 +128,8 @@ class PxCodeListing:
         return bool(self.words or self.prefix)
 
     def filtered(self):
-        """Select the matching codes, in no particular order."""
-        return select(PxCode).where(self.where())
+        """Select the matching codes (``ROW``: rows, not ORM objects), in no particular order."""
+        return select(*ROW).where(self.where())
 
     def statement(self, sort_matches=False, counted=False):
         """Select the matching codes in order.
@@ -143,9 +147,9 @@ class PxCodeListing:
         if counted:
             computed.append(func.count().over().label(TOTAL))
         subquery = self.filtered().add_columns(*computed).offset(0).subquery()
-        matches = aliased(PxCode, subquery)
         columns = [subquery.c[column.key] for column in self.order_columns]
-        ordered = select(matches).order_by(*[c.desc() if self.descending else c.asc() for c in columns])
+        ordered = select(*(subquery.c[c.key] for c in ROW))
+        ordered = ordered.order_by(*[c.desc() if self.descending else c.asc() for c in columns])
         return ordered.add_columns(subquery.c[TOTAL]) if counted else ordered
 
 
@@ -157,6 +161,7 @@ class Pager:
         self._page_keys = ComputedCache(max(maxsize // 16, 4))
         self._anchors = Anchors()
         self._corrector = Corrector(maxsize // 2)
+        self._words = search.KnownWords()
 
     def _total(self, listing, version):
         versions = DataVersion.current()
@@ -168,6 +173,7 @@ class Pager:
         """Return ``(listing, page)``: page ``args.page`` of ``listing`` at data ``version``, or
         of its twin with misspelt words corrected when only that one finds codes; 404 past
         the last page."""
+        listing = replace(listing, look_up=partial(self._words.look_up, version=version))
         total, items = self._first_look(listing, args, version)
         if listing.words and not total:
             words = self._corrector.corrected(listing.words, version, listing.terms.title_words)
@@ -203,8 +209,8 @@ class Pager:
             rows = db.session.execute(statement.limit(args.per_page).offset(offset)).all()
             if not rows and offset:  # past the last page: no row to carry the count
                 return _count(listing)
-            page["items"] = [code for code, _ in rows]
-            return rows[0][1] if rows else 0
+            page["items"] = rows
+            return getattr(rows[0], TOTAL) if rows else 0
 
         # Another thread on the same search: its total, and this page fetched after it.
         total = self._counts.get_or_compute((version, listing), count_and_page)
@@ -226,7 +232,7 @@ class Pager:
             first = tuple_(*listing.order_columns)
             bound = keys[args.page - 1]
             statement = statement.where(first <= bound if listing.descending else first >= bound)
-        return db.session.scalars(statement).all()
+        return db.session.execute(statement).all()
 
     def _unfiltered_items(self, listing, args, version, total):
         """A page of every code: by OFFSET near either end, else from the anchors (``pagekeys``).
@@ -260,6 +266,7 @@ class Pager:
         self._page_keys.clear()
         self._anchors.clear()
         self._corrector.clear()
+        self._words.clear()
 
 
 def _count(listing):

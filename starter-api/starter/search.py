@@ -21,8 +21,10 @@ split words at the same characters, so both databases answer the same.
 """
 
 import re
+import threading
 from dataclasses import dataclass
 
+from cachetools import LRUCache
 from sqlalchemy import and_, case, column, exists, false, func, literal_column, or_, select, table, true
 
 from .db import db
@@ -107,6 +109,40 @@ def look_up(words, indexed):
         code_words=frozenset(w for w, starts in zip(words, row) if starts),
         title_words=dict(zip(listed, (found or "" for found in row[len(words) :]))) if indexed else None,
     )
+
+
+class KnownWords:
+    """What ``look_up`` found of single words, per data version (bounded, least recently used out).
+
+    The same words come back in search after search ("hip", "repl"): a search whose words
+    were all looked up at its data version makes no look-up statement, and one with new
+    words looks up only those. Any write changes the version, so an entry is never stale.
+    """
+
+    def __init__(self, maxsize=4096):
+        self._entries = LRUCache(maxsize)
+        self._lock = threading.Lock()
+
+    def look_up(self, words, indexed, version):
+        """Return the ``Terms`` of ``words`` at data ``version``, as ``look_up`` would."""
+        with self._lock:
+            known = {w: self._entries.get((version, w)) for w in words}
+        missing = tuple(w for w, entry in known.items() if entry is None)
+        if missing:
+            found = look_up(missing, indexed)
+            for w in missing:
+                # (starts a code, its title words: None when not looked up as a title word)
+                known[w] = (w in found.code_words, found.title_words.get(w) if indexed else None)
+            with self._lock:
+                self._entries.update({(version, w): known[w] for w in missing})
+        return Terms(
+            code_words=frozenset(w for w in words if known[w][0]),
+            title_words={w: known[w][1] for w in words if known[w][1] is not None} if indexed else None,
+        )
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
 
 
 def _title_words_starting(word):

@@ -184,6 +184,41 @@ def test_title_words_table_counts_every_write(client):
         assert db.session.scalar(text("SELECT count(*) FROM starter_pxcode_words")) == 0
 
 
+def _statements_of(client, auth, query):
+    """The statements one search sends, and its answer."""
+    from sqlalchemy import event
+
+    with client.application.app_context():
+        engine = db.engine
+    statements = []
+
+    def record(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        return statements, _search(client, auth, query).json
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_words_looked_up_once_per_data_version(client, auth):
+    """A search whose words an earlier search looked up at the same data version makes no
+    look-up statement; after a write, the words are looked up again and the new code found."""
+    _search(client, auth, "q=knee")  # credentials and versions known
+    statements, body = _statements_of(client, auth, "q=cardi valv")
+    assert sum("EXISTS" in s.upper() for s in statements) == 1
+    statements, body = _statements_of(client, auth, "q=valv cardi")
+    assert sum("EXISTS" in s.upper() for s in statements) == 0
+    assert _codes_of(body) == ["216", "219", "X01", "266", "306"]
+    created = client.post(LIST, json={"pxcode": "X03", "procedure": "VALVULOPLASTY, CARDIOLOGY"},
+                          headers=auth.basic())
+    assert created.status_code == 201
+    statements, body = _statements_of(client, auth, "q=valv cardi")
+    assert sum("EXISTS" in s.upper() for s in statements) == 1
+    assert _codes_of(body) == ["216", "219", "X01", "X03", "266", "306"]
+
+
 def test_a_correction_asks_only_for_the_words_nearest(client, auth):
     """PostgreSQL: whether a word starts a title word is known from the search's own look-up
     (``search.look_up``); correcting it asks the database only for the words nearest to it."""
