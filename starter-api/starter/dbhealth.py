@@ -11,7 +11,12 @@ answers). Here every wait on PostgreSQL happens in the client, with deadlines:
   a statement (so the server's own cancel comes first when it is alive).
 * A wait that lasts longer than ``SUSPECT_AFTER``, or any connection failure,
   wakes a background probe: a fresh connection and ``SELECT 1`` within
-  ``DB_PROBE_TIMEOUT``. If it fails, the database is *down* for this process:
+  ``DB_PROBE_TIMEOUT``. A fresh connection that does not answer in time is not
+  yet the verdict: on a loaded machine PostgreSQL starts a backend slowly
+  though it answers. The probe then asks ``SELECT 1`` on the connection it keeps
+  open (its last good one), within the same time: a database that answers there
+  is up (slow to connect, logged once), a hung one answers neither. If the probe
+  fails, the database is *down* for this process:
   the waits in flight give up at once (both request threads of a worker are
   freed long before their own deadlines, so ``/healthz`` gets a thread), new
   connections and queries fail without touching the network, and requests
@@ -128,6 +133,10 @@ class DatabaseHealth:
         self.refused = 0  # requests answered 503 during the current outage
         self._isolated = [0, 0.0]  # 503s outside an outage since the last line, when it was logged
         self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._kept = None  # the probe's last good connection: asked when a fresh one is slow
+        self._kept_pid = None
+        self._slow_logged_at = -ISOLATED_LOG_INTERVAL
         self._wake = threading.Event()
         self._stopped = False
         self._thread = None
@@ -200,18 +209,45 @@ class DatabaseHealth:
         return not self.down
 
     def _probe(self):
-        try:
-            connection = self._probe_engine.raw_connection()
+        """``(answers, reason)``: a fresh connection answers, or, when it only did not answer in
+        time, the kept one does. One probe at a time (the probe thread, ``/readyz``)."""
+        with self._probe_lock:
+            fresh = None
             try:
-                cursor = connection.cursor()
-                cursor.execute("SELECT 1")
-                cursor.fetchone()
-            finally:
-                connection.close()
-        except Exception as exc:  # any failure is the verdict: it does not answer
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            return False, detail[0] if detail else type(exc).__name__
-        return True, None
+                fresh = self._probe_engine.raw_connection()
+                _select_1(fresh)
+            except Exception as exc:
+                if fresh is not None:
+                    fresh.close()
+                if not isinstance(_cause(exc), DatabaseUnavailable):
+                    return False, _reason(exc)  # refused, reset, shut down: that is the verdict
+                if not self._kept_answers():
+                    return False, _reason(exc)
+                now = time.monotonic()
+                if now - self._slow_logged_at >= ISOLATED_LOG_INTERVAL:
+                    self._slow_logged_at = now
+                    self.logger.warning("database slow to connect (%s) but answering on an open"
+                                        " connection: not down", _reason(exc))
+                return True, None
+            if self._kept is None:
+                self._kept, self._kept_pid = fresh, os.getpid()  # the next probe's second opinion
+            else:
+                fresh.close()
+            return True, None
+
+    def _kept_answers(self):
+        """Whether the kept connection answers ``SELECT 1`` within the probe's time; if not it is
+        dropped (a query that did not finish leaves it unusable)."""
+        kept, self._kept = self._kept, None
+        if kept is None or self._kept_pid != os.getpid():
+            return False  # none, or a forked parent's: its socket is not this process's to use
+        try:
+            _select_1(kept)
+        except Exception:
+            kept.close()
+            return False
+        self._kept = kept
+        return True
 
     def _ensure_probing(self):
         with self._lock:
@@ -271,7 +307,28 @@ class DatabaseHealth:
         self._wake.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)
+        with self._probe_lock:
+            if self._kept is not None and self._kept_pid == os.getpid():
+                self._kept.close()
+            self._kept = None
         self._probe_engine.dispose()
+
+
+def _select_1(connection):
+    cursor = connection.cursor()
+    cursor.execute("SELECT 1")
+    cursor.fetchone()
+    cursor.close()
+
+
+def _cause(exc):
+    """The DBAPI error under SQLAlchemy's wrapper, if any."""
+    return getattr(exc, "orig", None) or exc
+
+
+def _reason(exc):
+    detail = str(_cause(exc)).strip().splitlines()
+    return detail[0] if detail else type(exc).__name__
 
 
 def _connection_class(health, probing):

@@ -21,7 +21,7 @@ import time
 
 from sqlalchemy import text
 
-from . import readcache
+from . import dbhealth, readcache
 from .db import db
 
 WORKERS_DIR_ENV = "SERVER_WARM_DIR"  # set by serve.py: where each warm worker leaves its pid
@@ -39,7 +39,7 @@ def warm(app, deadline=None):
     with app.app_context():
         if db.engine.dialect.name != "postgresql":
             return {}
-        for name, step in (("connections", _connect), ("version watch", _first_read),
+        for name, step in (("probe", _probe), ("connections", _connect), ("version watch", _first_read),
                            ("rate limits", _load_limit_script), ("requests", _hot_paths)):
             if time.monotonic() >= deadline:
                 steps[name] = None
@@ -57,6 +57,13 @@ def warm(app, deadline=None):
     app.logger.info("warm-up: %s", ", ".join(
         f"{name} {'failed' if s is None else f'{s * 1000:.0f} ms'}" for name, s in steps.items()))
     return steps
+
+
+def _probe(app, deadline):
+    """The database health probe's first look: it keeps that connection for a second opinion."""
+    health = dbhealth.of(app)
+    if health is not None and not health.check_now():
+        raise ConnectionError("the database does not answer")
 
 
 def _connect(app, deadline):
