@@ -11,12 +11,12 @@ answers). Here every wait on PostgreSQL happens in the client, with deadlines:
   a statement (so the server's own cancel comes first when it is alive).
 * A wait that lasts longer than ``SUSPECT_AFTER``, or any connection failure,
   wakes a background probe: a fresh connection and ``SELECT 1`` within
-  ``DB_PROBE_TIMEOUT``. A fresh connection that does not answer in time is not
-  yet the verdict: on a loaded machine PostgreSQL starts a backend slowly
-  though it answers. The probe then asks ``SELECT 1`` on the connection it keeps
-  open (its last good one), within the same time: a database that answers there
-  is up (slow to connect, logged once), a hung one answers neither. If the probe
-  fails, the database is *down* for this process:
+  ``DB_PROBE_TIMEOUT``, and ``SELECT 1`` on the connection the probe keeps open
+  (its last good one), asked first. A fresh connection that does not answer in
+  time is not the verdict while the open one answers: on a loaded machine
+  PostgreSQL starts a backend slowly though it answers; a hung database (or
+  network) answers on neither, and no answer on the open one is enough.
+  If the probe fails, the database is *down* for this process:
   the waits in flight give up at once (both request threads of a worker are
   freed long before their own deadlines, so ``/healthz`` gets a thread), new
   connections and queries fail without touching the network, and requests
@@ -49,6 +49,7 @@ CHECK_EVERY = 0.05  # how often a long wait looks whether the probe found the da
 PROBE_INTERVAL = 0.25  # seconds between probes while the database is down
 STATEMENT_GRACE = 0.5  # past DB_STATEMENT_TIMEOUT: the server's own cancel answers first
 ISOLATED_LOG_INTERVAL = 10.0  # at most one line per this many seconds for 503s outside an outage
+ANSWERED, TIMED_OUT = "answered", "timed out"  # what the probe's kept connection said
 CONNECTED = (pgext.STATUS_READY, pgext.STATUS_BEGIN, pgext.STATUS_PREPARED)
 
 log = logging.getLogger(__name__)
@@ -209,9 +210,17 @@ class DatabaseHealth:
         return not self.down
 
     def _probe(self):
-        """``(answers, reason)``: a fresh connection answers, or, when it only did not answer in
-        time, the kept one does. One probe at a time (the probe thread, ``/readyz``)."""
+        """``(answers, reason)``. One probe at a time (the probe thread, ``/readyz``).
+
+        The kept connection first: no answer there in time is a hung database (or network);
+        an error there (a restarted server) leaves the verdict to the fresh connection. Then
+        the fresh connection: a failure is the verdict, unless it only did not answer in time
+        while the kept one did (a loaded machine starts backends slowly).
+        """
         with self._probe_lock:
+            kept = self._ask_kept()
+            if kept is TIMED_OUT:
+                return False, f"no answer within {self.probe_timeout:g} s on an open connection"
             fresh = None
             try:
                 fresh = self._probe_engine.raw_connection()
@@ -219,9 +228,7 @@ class DatabaseHealth:
             except Exception as exc:
                 if fresh is not None:
                     fresh.close()
-                if not isinstance(_cause(exc), DatabaseUnavailable):
-                    return False, _reason(exc)  # refused, reset, shut down: that is the verdict
-                if not self._kept_answers():
+                if kept is not ANSWERED or not isinstance(_cause(exc), DatabaseUnavailable):
                     return False, _reason(exc)
                 now = time.monotonic()
                 if now - self._slow_logged_at >= ISOLATED_LOG_INTERVAL:
@@ -230,24 +237,24 @@ class DatabaseHealth:
                                         " connection: not down", _reason(exc))
                 return True, None
             if self._kept is None:
-                self._kept, self._kept_pid = fresh, os.getpid()  # the next probe's second opinion
+                self._kept, self._kept_pid = fresh, os.getpid()  # the next probe's first question
             else:
                 fresh.close()
             return True, None
 
-    def _kept_answers(self):
-        """Whether the kept connection answers ``SELECT 1`` within the probe's time; if not it is
-        dropped (a query that did not finish leaves it unusable)."""
+    def _ask_kept(self):
+        """``SELECT 1`` on the kept connection: ANSWERED, TIMED_OUT, or None (none, or it failed:
+        dropped, as is one that timed out, whose unfinished query leaves it unusable)."""
         kept, self._kept = self._kept, None
         if kept is None or self._kept_pid != os.getpid():
-            return False  # none, or a forked parent's: its socket is not this process's to use
+            return None  # none, or a forked parent's: its socket is not this process's to use
         try:
             _select_1(kept)
-        except Exception:
+        except Exception as exc:
             kept.close()
-            return False
+            return TIMED_OUT if isinstance(exc, DatabaseUnavailable) else None
         self._kept = kept
-        return True
+        return ANSWERED
 
     def _ensure_probing(self):
         with self._lock:
