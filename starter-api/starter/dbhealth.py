@@ -289,6 +289,11 @@ class DatabaseHealth:
                 self.logger.warning(
                     "database down (%s): answering 503 at once until it answers again", reason
                 )
+            else:
+                return
+        if not answers:
+            # Found by /readyz too: the probe thread looks again until it answers, whoever found it.
+            self.suspect()
 
     # --- the 503s ---
 
