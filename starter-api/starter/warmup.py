@@ -4,7 +4,8 @@ What a worker's first requests would otherwise pay for, none of which needs a cl
 database connections its request threads use, the statements of the hot paths compiled and run
 once (a list page, the last page, a middle page in both orders, whose page anchors are built
 here, an item, a word search, a code prefix), the version watch's first read (until then the
-read cache replays nothing), the rate-limit script loaded into Redis. What does need a client
+read cache replays nothing), the rate-limit script loaded into Redis; then what start-up made is
+frozen out of the garbage collector's full collections (``gc.freeze``). What does need a client
 stays on its first request: the password hash of its basic credentials (once per worker and
 credentials; a token needs no hash, only its user's row, once).
 
@@ -16,6 +17,7 @@ is logged and skipped: a database that does not answer delays the start by at mo
 ``WARMUP_TIMEOUT``, and ``/readyz`` says it is unreachable, as before.
 """
 
+import gc
 import os
 import time
 
@@ -54,6 +56,10 @@ def warm(app, deadline=None):
                 app.logger.warning("warm-up: %s skipped (%s)", name, reason)
             finally:
                 db.session.remove()
+    # What start-up made lives as long as the process: out of the collector's way, so a full
+    # collection early in the traffic does not stop the worker's threads to walk all of it.
+    gc.collect()
+    gc.freeze()
     app.logger.info("warm-up: %s", ", ".join(
         f"{name} {'failed' if s is None else f'{s * 1000:.0f} ms'}" for name, s in steps.items()))
     return steps

@@ -1,5 +1,6 @@
 """A server worker warm before it takes traffic (``starter.warmup``), and workers waiting for each other."""
 
+import gc
 import os
 import subprocess
 import sys
@@ -38,8 +39,15 @@ def warm_app(make_seeded_app, by_anchors):
     readcache.close(app)
 
 
-def test_a_warm_worker_holds_what_its_first_requests_would_make(warm_app):
+@pytest.fixture
+def unfreezing():
+    yield
+    gc.unfreeze()
+
+
+def test_a_warm_worker_holds_what_its_first_requests_would_make(warm_app, unfreezing):
     steps = warmup.warm(warm_app)
+    assert gc.get_freeze_count() > 0  # start-up's objects out of full collections
     assert set(steps) == {"probe", "connections", "version watch", "rate limits", "requests"}
     assert None not in steps.values(), steps
     with warm_app.app_context():
@@ -49,7 +57,7 @@ def test_a_warm_worker_holds_what_its_first_requests_would_make(warm_app):
     assert set(pager._anchors._sets) == {"pxcode", "procedure"}
 
 
-def test_the_first_deep_page_after_warm_up_builds_nothing(warm_app, auth, monkeypatch):
+def test_the_first_deep_page_after_warm_up_builds_nothing(warm_app, auth, monkeypatch, unfreezing):
     warmup.warm(warm_app)
     built = []
     build = pagekeys._build
@@ -75,7 +83,7 @@ def test_warm_up_is_off_with_a_zero_timeout(make_seeded_app):
     assert warmup.warm(make_seeded_app(WARMUP_TIMEOUT=0)) == {}
 
 
-def test_a_database_that_refuses_connections_makes_the_warm_up_short():
+def test_a_database_that_refuses_connections_makes_the_warm_up_short(unfreezing):
     """Every step skipped and logged; the worker then starts, and /readyz says the database is down."""
     app = create_app({"SQLALCHEMY_DATABASE_URI": "postgresql+psycopg2://postgres@127.0.0.1:1/none",
                       "SECRET_KEY": "test", "LOG_DIR": None, "DB_CONNECT_TIMEOUT": 1, "WARMUP_TIMEOUT": 5})
