@@ -135,7 +135,7 @@ class DatabaseHealth:
         self._isolated = [0, 0.0]  # 503s outside an outage since the last line, when it was logged
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()
-        self._kept = None  # the probe's last good connection: asked when a fresh one is slow
+        self._kept = None  # the probe's last good connection, asked first (a hung server: no answer)
         self._kept_pid = None
         self._slow_logged_at = -ISOLATED_LOG_INTERVAL
         self._wake = threading.Event()
