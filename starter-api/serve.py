@@ -32,6 +32,9 @@ the service through this file):
   METRICS_PORT (unset)                 serve Prometheus metrics, summed over every worker, on this port
                                        (same host as the API); unset: no metrics endpoint
   METRICS_DIR (a new temporary folder) where the workers keep their metric values (emptied at start)
+  WARMUP_TIMEOUT (30)                  read by the app: seconds a worker may spend warming (connections,
+                                       the hot statements, page anchors, the version watch's first read)
+                                       and waiting for the other workers, before it takes connections
   FORWARDED_PROXIES (0)                read by the app, not here: how many proxies in front may set
                                        X-Forwarded-For/-Proto (werkzeug ProxyFix). granian itself trusts
                                        no forwarded header.
@@ -46,6 +49,7 @@ import copy
 import logging
 import os
 import re
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -65,11 +69,20 @@ def _name_the_metrics_folder():
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
 
 
+def _name_the_warm_folder():
+    """A new folder where each worker leaves its pid once warm (starter/warmup.py): a worker
+    waits there for the others before it takes traffic, so the first answer means all are warm."""
+    import tempfile
+
+    os.environ[WARM_DIR_ENV] = tempfile.mkdtemp(prefix="starter-warm-")
+
+
 _name_the_metrics_folder()
 
 import secret_files  # noqa: E402  (beside this file: on sys.path wherever it is started from)
 from starter import config, draining  # noqa: E402
 from starter.config import REQUEST_BODY_SLOTS, env_bool, env_int  # noqa: E402
+from starter.warmup import WORKERS_DIR_ENV as WARM_DIR_ENV  # noqa: E402
 DEFAULT_APP = "wsgi:app"
 # The largest request head (request line and headers) granian reads: a larger one is answered 431
 # (granian's default, ~400 KiB, let a 20 KB Authorization header through to the app).
@@ -208,12 +221,16 @@ def main(argv):
         print(" ".join(f"{k}={v}" for k, v in {"app": target, **conf}.items()))
         return
     os.chdir(APP_DIR)  # as the image's WORKDIR: the app finds instance/ and data/ from here
+    _name_the_warm_folder()
     if conf["metrics_port"]:
         _serve_metrics(conf)
     server = build(target, conf)
     server.main_loop_interrupt = _WakingEvent()
     draining.drain_on_sigterm(server, conf["port"], conf["drain_timeout"])
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        shutil.rmtree(os.environ[WARM_DIR_ENV], ignore_errors=True)
 
 
 if __name__ == "__main__":

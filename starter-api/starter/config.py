@@ -157,6 +157,10 @@ class Config:
             AUTH_PASSWORD_CHECKS=env_int(environ, "AUTH_PASSWORD_CHECKS", 1),
             TRUSTED_HOSTS=_trusted_hosts(environ, cls.TRUSTED_HOSTS_DEFAULT),
             WORKER_PROCESSES=env_int(environ, "WEB_CONCURRENCY", cls.WORKER_PROCESSES_DEFAULT),
+            # serve.py's threads per worker that run the app: the connections a worker opens at start.
+            SERVER_THREADS=env_int(environ, "SERVER_THREADS", 2),
+            # Seconds a server worker may spend warming before it takes traffic (0: none; warmup.py).
+            WARMUP_TIMEOUT=env_float(environ, "WARMUP_TIMEOUT", 30.0),
             # Repeated reads answered from memory (PostgreSQL only; docs/read-path.md).
             READ_CACHE=env_bool(environ, "READ_CACHE", cls.READ_CACHE),
             READ_CACHE_MAX_STALE=env_float(environ, "READ_CACHE_MAX_STALE", 2.0),

@@ -11,7 +11,12 @@ answers). Here every wait on PostgreSQL happens in the client, with deadlines:
   a statement (so the server's own cancel comes first when it is alive).
 * A wait that lasts longer than ``SUSPECT_AFTER``, or any connection failure,
   wakes a background probe: a fresh connection and ``SELECT 1`` within
-  ``DB_PROBE_TIMEOUT``. If it fails, the database is *down* for this process:
+  ``DB_PROBE_TIMEOUT``, and ``SELECT 1`` on the connection the probe keeps open
+  (its last good one), asked first. A fresh connection that does not answer in
+  time is not the verdict while the open one answers: on a loaded machine
+  PostgreSQL starts a backend slowly though it answers; a hung database (or
+  network) answers on neither, and no answer on the open one is enough.
+  If the probe fails, the database is *down* for this process:
   the waits in flight give up at once (both request threads of a worker are
   freed long before their own deadlines, so ``/healthz`` gets a thread), new
   connections and queries fail without touching the network, and requests
@@ -44,6 +49,7 @@ CHECK_EVERY = 0.05  # how often a long wait looks whether the probe found the da
 PROBE_INTERVAL = 0.25  # seconds between probes while the database is down
 STATEMENT_GRACE = 0.5  # past DB_STATEMENT_TIMEOUT: the server's own cancel answers first
 ISOLATED_LOG_INTERVAL = 10.0  # at most one line per this many seconds for 503s outside an outage
+ANSWERED, TIMED_OUT = "answered", "timed out"  # what the probe's kept connection said
 CONNECTED = (pgext.STATUS_READY, pgext.STATUS_BEGIN, pgext.STATUS_PREPARED)
 
 log = logging.getLogger(__name__)
@@ -128,6 +134,10 @@ class DatabaseHealth:
         self.refused = 0  # requests answered 503 during the current outage
         self._isolated = [0, 0.0]  # 503s outside an outage since the last line, when it was logged
         self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._kept = None  # the probe's last good connection, asked first (a hung server: no answer)
+        self._kept_pid = None
+        self._slow_logged_at = -ISOLATED_LOG_INTERVAL
         self._wake = threading.Event()
         self._stopped = False
         self._thread = None
@@ -200,18 +210,51 @@ class DatabaseHealth:
         return not self.down
 
     def _probe(self):
-        try:
-            connection = self._probe_engine.raw_connection()
+        """``(answers, reason)``. One probe at a time (the probe thread, ``/readyz``).
+
+        The kept connection first: no answer there in time is a hung database (or network);
+        an error there (a restarted server) leaves the verdict to the fresh connection. Then
+        the fresh connection: a failure is the verdict, unless it only did not answer in time
+        while the kept one did (a loaded machine starts backends slowly).
+        """
+        with self._probe_lock:
+            kept = self._ask_kept()
+            if kept is TIMED_OUT:
+                return False, f"no answer within {self.probe_timeout:g} s on an open connection"
+            fresh = None
             try:
-                cursor = connection.cursor()
-                cursor.execute("SELECT 1")
-                cursor.fetchone()
-            finally:
-                connection.close()
-        except Exception as exc:  # any failure is the verdict: it does not answer
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            return False, detail[0] if detail else type(exc).__name__
-        return True, None
+                fresh = self._probe_engine.raw_connection()
+                _select_1(fresh)
+            except Exception as exc:
+                if fresh is not None:
+                    fresh.close()
+                if kept is not ANSWERED or not isinstance(_cause(exc), DatabaseUnavailable):
+                    return False, _reason(exc)
+                now = time.monotonic()
+                if now - self._slow_logged_at >= ISOLATED_LOG_INTERVAL:
+                    self._slow_logged_at = now
+                    self.logger.warning("database slow to connect (%s) but answering on an open"
+                                        " connection: not down", _reason(exc))
+                return True, None
+            if self._kept is None:
+                self._kept, self._kept_pid = fresh, os.getpid()  # the next probe's first question
+            else:
+                fresh.close()
+            return True, None
+
+    def _ask_kept(self):
+        """``SELECT 1`` on the kept connection: ANSWERED, TIMED_OUT, or None (none, or it failed:
+        dropped, as is one that timed out, whose unfinished query leaves it unusable)."""
+        kept, self._kept = self._kept, None
+        if kept is None or self._kept_pid != os.getpid():
+            return None  # none, or a forked parent's: its socket is not this process's to use
+        try:
+            _select_1(kept)
+        except Exception as exc:
+            kept.close()
+            return TIMED_OUT if isinstance(exc, DatabaseUnavailable) else None
+        self._kept = kept
+        return ANSWERED
 
     def _ensure_probing(self):
         with self._lock:
@@ -246,6 +289,11 @@ class DatabaseHealth:
                 self.logger.warning(
                     "database down (%s): answering 503 at once until it answers again", reason
                 )
+            else:
+                return
+        if not answers:
+            # Found by /readyz too: the probe thread looks again until it answers, whoever found it.
+            self.suspect()
 
     # --- the 503s ---
 
@@ -271,7 +319,28 @@ class DatabaseHealth:
         self._wake.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)
+        with self._probe_lock:
+            if self._kept is not None and self._kept_pid == os.getpid():
+                self._kept.close()
+            self._kept = None
         self._probe_engine.dispose()
+
+
+def _select_1(connection):
+    cursor = connection.cursor()
+    cursor.execute("SELECT 1")
+    cursor.fetchone()
+    cursor.close()
+
+
+def _cause(exc):
+    """The DBAPI error under SQLAlchemy's wrapper, if any."""
+    return getattr(exc, "orig", None) or exc
+
+
+def _reason(exc):
+    detail = str(_cause(exc)).strip().splitlines()
+    return detail[0] if detail else type(exc).__name__
 
 
 def _connection_class(health, probing):

@@ -466,11 +466,17 @@ class BlackHoleProxy:
         self._forwarding.set()
         self._closed = False
         self._held = []  # sockets to close when the black hole ends
+        self._start_delay = 0.0
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def black_hole(self):
         self._forwarding.clear()
+
+    def slow_start(self, seconds):
+        """Connections accepted from now on reach the server only after ``seconds`` (0: at once), as
+        on a loaded machine that starts backends slowly; open ones keep forwarding."""
+        self._start_delay = seconds
 
     def restore(self):
         with self._lock:
@@ -497,13 +503,17 @@ class BlackHoleProxy:
             if not self._forwarding.is_set():
                 self._hold(client)
                 continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
-            except OSError:
-                client.close()
-                continue
-            self._hold(client, upstream)
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._forward, args=(client, self._start_delay), daemon=True).start()
+
+    def _forward(self, client, delay):
+        time.sleep(delay)
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+        except OSError:
+            client.close()
+            return
+        self._hold(client, upstream)
+        self._pump(client, upstream)
 
     def _pump(self, client, upstream):
         peers = {client: upstream, upstream: client}

@@ -800,3 +800,62 @@ def test_a_notification_heard_while_the_watch_reads_is_not_left_waiting(cached_a
     # And the watch knows the second version: the item is replayed again.
     client.get(ITEM, headers=auth.basic())
     assert replayed(cached_app, client, ITEM, auth.basic())[1]
+
+
+def test_a_server_that_has_only_seen_revalidations_replays_them(cached_app, auth, outside):
+    """A client that only ever revalidates (its 200 came from another worker) gets replays."""
+    client = cached_app.test_client()
+    tag = client.get(LIST, headers=auth.basic()).headers["ETag"]
+    cache_of(cached_app).clear()  # as a worker that never answered the full page
+    conditional = {**auth.basic(), "If-None-Match": tag}
+    first = client.get(LIST, headers=conditional)  # Flask's 304, kept alone
+    watching(cached_app)
+    hits = cache_of(cached_app).hits
+    again = client.get(LIST, headers=conditional)
+    assert cache_of(cached_app).hits == hits + 1
+    assert again.status_code == first.status_code == 304
+    assert without_limit_headers(again) == without_limit_headers(first)
+    # Another tag: not this 304 (Flask answers the full page).
+    other = client.get(LIST, headers={**auth.basic(), "If-None-Match": '"other"'})
+    assert cache_of(cached_app).hits == hits + 1
+    assert other.status_code == 200
+    # After a change the kept 304 is stale: the old tag gets the new page.
+    cache_of(cached_app).clear()
+    client.get(LIST, headers=conditional)
+    outside("UPDATE starter_pxcodes SET procedure = 'CHANGED BY PSQL' WHERE pxcode = '039'")
+    changed = wait_until(lambda: (r := client.get(LIST, headers=conditional)).status_code == 200 and r)
+    assert changed.headers["ETag"] != tag
+
+
+def test_identical_first_requests_wait_for_the_one_flask_answers(cached_app, auth):
+    """A burst of the same request (clients' first, on a cold worker): Flask answers it once."""
+    import threading
+
+    client = cached_app.test_client()
+    client.get(LIST, headers=auth.basic())  # the credentials verified, the watch started
+    watching(cached_app)
+    view = cached_app.view_functions["api.get_pxcode"]
+    calls = []
+
+    def slow_view(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)  # every other request arrives while this one is in Flask
+        return view(*args, **kwargs)
+
+    cached_app.view_functions["api.get_pxcode"] = slow_view
+    start = threading.Barrier(8)
+    answers = []
+
+    def read():
+        start.wait()
+        response = cached_app.test_client().get(ITEM, headers=auth.basic())
+        answers.append((response.status_code, response.data))
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(answers) == 8 and {status for status, _ in answers} == {200}
+    assert len({body for _, body in answers}) == 1
+    assert len(calls) == 1, f"Flask answered {len(calls)} of 8 identical requests"

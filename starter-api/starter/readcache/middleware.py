@@ -15,6 +15,8 @@ REPLAYABLE = "starter.readcache.replayable"  # environ: (version, endpoint, depe
 # around them (str, tuple, list, the dataclass, the LRU's links); tracemalloc checks it in
 # tests/test_read_cache.py.
 ENTRY_OVERHEAD = 2048
+# How long a request waits for the identical one Flask is answering before asking Flask itself.
+FLIGHT_WAIT_SECONDS = 5.0
 # Requests with these headers are answered differently or per client: Flask decides.
 PASS_THROUGH_HEADERS = (
     "HTTP_ORIGIN",
@@ -24,6 +26,14 @@ PASS_THROUGH_HEADERS = (
     "HTTP_IF_RANGE",
     "HTTP_RANGE",
 )
+
+
+class _Flight(threading.Event):
+    """A request Flask is answering; identical ones wait for it (``FLIGHT_WAIT_SECONDS`` at most)."""
+
+    def __init__(self, key):
+        super().__init__()
+        self.key = key
 
 
 @dataclass
@@ -58,6 +68,7 @@ class ReadCache:
         self._kept = LRUCache(config["READ_CACHE_BYTES"], getsizeof=lambda entry: entry.size)
         self._max_entries = config["READ_CACHE_ENTRIES"]
         self._lock = threading.Lock()
+        self._flights = {}  # (request key, conditional) -> _Flight: the one request in Flask for it
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
@@ -71,6 +82,15 @@ class ReadCache:
         not_modified = "HTTP_IF_NONE_MATCH" in environ
         key = _request_key(environ)
         replay = self._replayed_answer(environ, key, not_modified)
+        flight = None
+        if replay is None and method == "GET" and self.watch.known() is not None:
+            # The same request already in Flask (a burst of clients' first requests): wait for
+            # its answer and replay that, rather than each making it again.
+            flight, leading = self._join_flight((key, not_modified))
+            if not leading:
+                flight.wait(FLIGHT_WAIT_SECONDS)
+                flight = None
+                replay = self._replayed_answer(environ, key, not_modified)
         if replay is not None:
             status, headers, body = replay
             start_response(status, headers)
@@ -80,7 +100,26 @@ class ReadCache:
         self.answered_by_flask.inc()
         if method != "GET":
             return self.wsgi_app(environ, start_response)
-        return self._answer_and_keep(environ, start_response, key)
+        try:
+            return self._answer_and_keep(environ, start_response, key)
+        finally:
+            if flight is not None:
+                self._land(flight)
+
+    def _join_flight(self, key):
+        """``(event, leading)``: the request in Flask for ``key`` (new and led by this one if none)."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = _Flight(key)
+            return flight, True
+
+    def _land(self, flight):
+        with self._lock:
+            if self._flights.get(flight.key) is flight:
+                del self._flights[flight.key]
+        flight.set()
 
     def _replayed_answer(self, environ, key, conditional):
         """``(status, headers, body)`` of the kept answer this request may have, else None."""
@@ -89,12 +128,19 @@ class ReadCache:
             return None
         versions, written = known
         entry = self._get((key, False))
-        if entry is None or not self._current(entry, versions.codes, written):
-            return None
-        if conditional and _matches(environ["HTTP_IF_NONE_MATCH"], entry):
+        if entry is not None and not self._current(entry, versions.codes, written):
+            entry = None
+        if conditional and (entry is None or _matches(environ["HTTP_IF_NONE_MATCH"], entry)):
+            # A 304 kept for this URL: replayed when the client's tag is its tag, and the full
+            # answer, if kept, has that tag too (a server that has only seen revalidations
+            # replays them).
             full, entry = entry, self._get((key, True))
-            if entry is None or entry.etag != full.etag or not self._current(entry, versions.codes, written):
+            if (entry is None or (full is not None and entry.etag != full.etag)
+                    or not _matches(environ["HTTP_IF_NONE_MATCH"], entry)
+                    or not self._current(entry, versions.codes, written)):
                 return None
+        if entry is None:
+            return None
         principal = self.principal_of(environ["HTTP_AUTHORIZATION"], versions.users)
         if principal is None:
             return None
