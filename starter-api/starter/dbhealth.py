@@ -137,6 +137,7 @@ class DatabaseHealth:
         self._probe_lock = threading.Lock()
         self._kept = None  # the probe's last good connection, asked first (a hung server: no answer)
         self._kept_pid = None
+        self._probe_limit = self.probe_timeout  # of the probe's current question (one at a time)
         self._slow_logged_at = -ISOLATED_LOG_INTERVAL
         self._wake = threading.Event()
         self._stopped = False
@@ -163,7 +164,7 @@ class DatabaseHealth:
         if not probing:
             self.check()
         if probing:
-            limit = self.probe_timeout
+            limit = self._probe_limit
         elif connection.status not in CONNECTED:
             limit = self.connect_timeout
         else:
@@ -215,12 +216,17 @@ class DatabaseHealth:
         The kept connection first: no answer there in time is a hung database (or network);
         an error there (a restarted server) leaves the verdict to the fresh connection. Then
         the fresh connection: a failure is the verdict, unless it only did not answer in time
-        while the kept one did (a loaded machine starts backends slowly).
+        while the kept one did (a loaded machine starts backends slowly). With no kept one to
+        ask (a process's first probe, e.g. a command's), a slow start cannot be told from a hung
+        server: the fresh connection then has DB_CONNECT_TIMEOUT, as any new connection has.
         """
         with self._probe_lock:
+            self._probe_limit = self.probe_timeout
             kept = self._ask_kept()
             if kept is TIMED_OUT:
                 return False, f"no answer within {self.probe_timeout:g} s on an open connection"
+            if kept is not ANSWERED:
+                self._probe_limit = max(self.probe_timeout, self.connect_timeout)
             fresh = None
             try:
                 fresh = self._probe_engine.raw_connection()
