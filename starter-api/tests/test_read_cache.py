@@ -800,3 +800,144 @@ def test_a_notification_heard_while_the_watch_reads_is_not_left_waiting(cached_a
     # And the watch knows the second version: the item is replayed again.
     client.get(ITEM, headers=auth.basic())
     assert replayed(cached_app, client, ITEM, auth.basic())[1]
+
+
+PAGE_1 = f"{LIST}?per_page=5"  # 039, 057, 064, 065, 066
+BY_TITLE = f"{LIST}?sort=procedure&per_page=5"  # ACUTE MYOCARDIAL... (281, 280, 282), ALCOHOL... 897, ATHEROSCLEROSIS 303
+BY_CODE_DOWN = f"{LIST}?sort=-pxcode&per_page=5"
+
+
+def as_flask_answers(app, client, url, headers):
+    """What Flask answers ``url`` now, the read cache emptied first (no replay)."""
+    cache_of(app).clear()
+    response, was_replayed = replayed(app, client, url, headers)
+    assert not was_replayed
+    return response
+
+
+@pytest.mark.parametrize(
+    "sql, kept",
+    [
+        # A title changed on a code after page 1 (in code order), and one on it; both after
+        # the first titles, before and after.
+        ("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'", {PAGE_1, BY_TITLE, BY_CODE_DOWN}),
+        ("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '057'", {BY_TITLE, BY_CODE_DOWN}),
+        # In title order: a title moved from after the page to after it, or to before it.
+        ("UPDATE starter_pxcodes SET procedure = 'ZZ SEIZURES' WHERE pxcode = '101'", {PAGE_1, BY_TITLE, BY_CODE_DOWN}),
+        ("UPDATE starter_pxcodes SET procedure = 'AAA SEIZURES' WHERE pxcode = '101'", {PAGE_1, BY_CODE_DOWN}),
+        # A title on the page's last row changed but staying on it (still before 'B...').
+        ("UPDATE starter_pxcodes SET procedure = 'ATHEROSCLEROSIS' WHERE pxcode = '303'", {PAGE_1, BY_CODE_DOWN}),
+    ],
+)
+def test_an_unfiltered_page_is_flushed_only_by_a_change_of_its_rows(cached_app, auth, outside, sql, kept):
+    client = cached_app.test_client()
+    urls = (PAGE_1, BY_TITLE, BY_CODE_DOWN)
+    for _ in range(2):
+        first = {url: client.get(url, headers=auth.basic()) for url in urls}
+        for url in urls:  # the 304s kept too
+            assert client.get(url, headers={**auth.basic(), "If-None-Match": first[url].headers["ETag"]}).status_code == 304
+    before = watching(cached_app)
+    assert all(replayed(cached_app, client, url, auth.basic())[1] for url in urls)
+    outside(sql)
+    moved_on(cached_app, before)
+    for url in urls:
+        response, was_replayed = replayed(cached_app, client, url, auth.basic())
+        assert was_replayed == (url in kept), url
+        if url in kept:
+            # The answer and its tag as they were; a revalidation still 304, replayed.
+            assert response.data == first[url].data and response.headers["ETag"] == first[url].headers["ETag"]
+            tag = {**auth.basic(), "If-None-Match": first[url].headers["ETag"]}
+            not_modified, was_replayed = replayed(cached_app, client, url, tag)
+            assert not_modified.status_code == 304 and was_replayed, url
+        else:
+            assert response.data != first[url].data, url
+
+
+@pytest.mark.parametrize(
+    "sql, delta, kept",
+    [
+        # Created or deleted after the page in its order: the same rows, another total.
+        ("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('ZZZ', 'ZZ LAST')", 1, {PAGE_1, BY_TITLE}),
+        ("DELETE FROM starter_pxcodes WHERE pxcode = '069'", -1, {PAGE_1, BY_TITLE, BY_CODE_DOWN}),
+        # Before it: its rows shift.
+        ("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('0', 'AAA FIRST')", 1, {BY_CODE_DOWN}),
+        ("DELETE FROM starter_pxcodes WHERE pxcode = '057'", -1, {BY_TITLE, BY_CODE_DOWN}),
+    ],
+)
+def test_a_page_before_a_created_or_deleted_code_is_answered_with_the_new_total(
+    cached_app, auth, outside, sql, delta, kept
+):
+    client = cached_app.test_client()
+    urls = (PAGE_1, BY_TITLE, BY_CODE_DOWN)
+    for _ in range(2):
+        first = {url: client.get(url, headers=auth.basic()) for url in urls}
+        for url in urls:  # the 304s kept too
+            assert client.get(url, headers={**auth.basic(), "If-None-Match": first[url].headers["ETag"]}).status_code == 304
+    before = watching(cached_app)
+    outside(sql)
+    moved_on(cached_app, before)
+    answers = {}
+    for url in urls:
+        response, was_replayed = replayed(cached_app, client, url, auth.basic())
+        assert was_replayed == (url in kept), url
+        assert response.json["meta"]["total"] == first[url].json["meta"]["total"] + delta
+        assert response.headers["ETag"] != first[url].headers["ETag"]
+        assert (response.json["items"] == first[url].json["items"]) == (url in kept), url
+        answers[url] = response
+    # Byte for byte what Flask answers at that version, its tag too; and its revalidation.
+    for url in kept:
+        # Revalidated with the new tag: 304, replayed; with the old one, the new page.
+        not_modified, was_replayed = replayed(
+            cached_app, client, url, {**auth.basic(), "If-None-Match": answers[url].headers["ETag"]}
+        )
+        assert not_modified.status_code == 304 and was_replayed, url
+        assert not_modified.headers["ETag"] == answers[url].headers["ETag"]
+        stale = client.get(url, headers={**auth.basic(), "If-None-Match": first[url].headers["ETag"]})
+        assert stale.status_code == 200 and stale.data == answers[url].data
+    for url in kept:
+        flask = as_flask_answers(cached_app, client, url, auth.basic())
+        assert flask.data == answers[url].data, url
+        assert without_limit_headers(flask) == without_limit_headers(answers[url]), url
+        assert client.get(url, headers={**auth.basic(), "If-None-Match": flask.headers["ETag"]}).status_code == 304
+
+
+def test_a_replayed_page_with_a_new_total_gets_its_next_and_last_links(cached_app, auth, outside):
+    client = cached_app.test_client()
+    url = f"{LIST}?per_page=50&page=2"  # the last page, full: no next
+    for _ in range(2):
+        first = client.get(url, headers=auth.basic())
+    assert first.json["meta"]["next"] is None and first.json["meta"]["pages"] == 2
+    before = watching(cached_app)
+    outside("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('ZZZ', 'ZZ LAST')")
+    moved_on(cached_app, before)
+    # A full last page: the created code after it is on page 3, the rows are the same.
+    response, was_replayed = replayed(cached_app, client, url, auth.basic())
+    assert was_replayed
+    meta = response.json["meta"]
+    assert (meta["pages"], meta["total"]) == (3, 101)
+    assert meta["next"].endswith("per_page=50&page=3") and meta["last"] == meta["next"]
+    assert 'rel="next"' in response.headers["Link"] and response.headers["X-Total-Count"] == "101"
+    assert as_flask_answers(cached_app, client, url, auth.basic()).data == response.data
+
+
+def test_a_page_short_of_full_is_flushed_by_a_code_created_after_it(cached_app, auth, outside):
+    client = cached_app.test_client()
+    url = f"{LIST}?per_page=30&page=4"  # 10 codes: a new last code joins it
+    for _ in range(2):
+        client.get(url, headers=auth.basic())
+    before = watching(cached_app)
+    outside("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('ZZZ', 'ZZ LAST')")
+    moved_on(cached_app, before)
+    response, was_replayed = replayed(cached_app, client, url, auth.basic())
+    assert not was_replayed and response.json["items"][-1]["pxcode"] == "ZZZ"
+
+
+def test_pages_are_not_kept_across_writes_where_the_database_orders_otherwise(cached_app, auth, outside):
+    client = cached_app.test_client()
+    for _ in range(2):
+        client.get(PAGE_1, headers=auth.basic())
+    before = watching(cached_app)
+    cache_of(cached_app).watch.byte_order = False  # as with a collation Python does not compare as
+    outside("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'")
+    moved_on(cached_app, before)
+    assert not replayed(cached_app, client, PAGE_1, auth.basic())[1]

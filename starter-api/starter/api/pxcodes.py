@@ -23,7 +23,7 @@ from ..limits import per_user
 from ..models import DataVersion, PxCode
 from ..queries import Pager, PxCodeListing
 from ..readcache import allow_replay, wrote
-from ..readcache.depends import ByTag, Matching
+from ..readcache.depends import ByTag, Matching, Window
 from . import bp
 
 PAGE_CACHES = "starter_pxcode_pages"
@@ -61,8 +61,14 @@ def list_pxcodes():
 def _render(pager, listing, args, version, tag, depends):
     listing, page = pager.search(listing, args, version)
     # A filter's page depends on the codes it selects alone, unless the words found nothing
-    # or were corrected: the corrections depend on every title.
-    if listing.is_filtered and not listing.fuzzy and (page.total or not listing.words):
+    # or were corrected: the corrections depend on every title. A page of every code, on its
+    # rows and the total.
+    if not listing.is_filtered:
+        order = listing.sort.lstrip("-")
+        depends.note(tag, Window.of(
+            page.items, order == "procedure", listing.descending, args.per_page, page.total, request.url
+        ))
+    elif not listing.fuzzy and (page.total or not listing.words):
         depends.note(tag, Matching(listing.words, listing.prefix))
     body, headers = render_page(page, PxCode.serializer())
     body["meta"].update(listing.meta())

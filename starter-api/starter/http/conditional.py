@@ -23,6 +23,11 @@ def etag_of(*parts):
     return hashlib.md5(blob.encode(), usedforsecurity=False).hexdigest()
 
 
+def encode_json(body, dumps):
+    """A body as the render cache sends it: ``dumps`` (the app's JSON provider's) and a newline."""
+    return dumps(body).encode() + b"\n"
+
+
 def evaluate_preconditions(etag):
     """Return a 304 response, raise 412, or return None to go on serving.
 
@@ -80,7 +85,7 @@ class RenderedCache:
     def get_or_render(self, etag, render):
         def encoded():
             body, headers = render()
-            return current_app.json.dumps(body).encode() + b"\n", headers
+            return encode_json(body, current_app.json.dumps), headers
 
         return self._entries.get_or_compute(etag, encoded)
 

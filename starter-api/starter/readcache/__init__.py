@@ -77,7 +77,7 @@ def init_app(app):
     watch = VersionWatch(url, connect_args, config["READ_CACHE_MAX_STALE"])
     metrics = observability.metrics(app)
     cache = ReadCache(
-        app.wsgi_app, watch, config, "/api/", functools.partial(authenticate, app), metrics,
+        app.wsgi_app, watch, config, "/api/", functools.partial(authenticate, app), metrics, app.json.dumps,
     )
     app.wsgi_app = cache
     app.extensions[EXTENSION] = cache

@@ -37,6 +37,17 @@ READ_VERSIONS = str(
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2}
 APPLICATION_NAME = "starter-api version watch"  # how pg_stat_activity shows it
 
+# How the database orders the codes and titles: (provider, collation) of each column.
+# A page's window (``depends.Window``) compares keys in Python, which matches only code point order.
+READ_COLLATIONS = """
+SELECT CASE WHEN c.collname = 'default' THEN d.datlocprovider ELSE c.collprovider END,
+       CASE WHEN c.collname = 'default' THEN d.datcollate ELSE c.collcollate END
+FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation, pg_database d
+WHERE d.datname = current_database() AND a.attrelid = 'starter_pxcodes'::regclass
+  AND a.attname IN ('pxcode', 'procedure')
+"""
+CODE_POINT_COLLATIONS = frozenset({"c", "posix", "c.utf8", "c.utf-8"})
+
 # Changes remembered, at most: past this the history starts afresh (everything older counts
 # as changed), so its memory stays small whatever the writes.
 HISTORY_CHANGES_MAX = 10_000
@@ -96,6 +107,7 @@ class VersionWatch:
         self._lock = threading.Lock()
         self._install_lock = threading.Lock()  # _known against a write's invalidate()
         self._stopped = False
+        self.byte_order = False  # the database orders keys by code point (read at each connection)
 
     def current(self):
         """Return the versions confirmed within ``max_stale`` seconds, else None."""
@@ -120,6 +132,8 @@ class VersionWatch:
             return False
         (since_epoch, since_number), (until_epoch, until_number) = split_tag(since), split_tag(until)
         if not since_epoch == until_epoch == history.epoch:
+            return False
+        if getattr(depends_on, "byte_order", False) and not self.byte_order:
             return False
         return history.unchanged(depends_on, since_number, until_number)
 
@@ -212,6 +226,7 @@ class VersionWatch:
             dbapi.autocommit = True
             with dbapi.cursor() as cursor:
                 cursor.execute(f"LISTEN {CHANNEL}")  # before the first read: no change slips by
+                self.byte_order = _orders_by_code_point(cursor)
                 wake = self._wake_fds[0]
                 while generation == self._generation:
                     dbapi.notifies.clear()
@@ -263,6 +278,19 @@ class VersionWatch:
             history.changed_at[change.pxcode] = number
             history.changes.append((number, change))
         history.upto = number
+
+
+def _orders_by_code_point(cursor):
+    """Whether the database sorts codes and titles by code point, as Python compares them."""
+    try:
+        cursor.execute(READ_COLLATIONS)
+        rows = cursor.fetchall()
+    except Exception:  # no table yet, an older server: compare nothing in Python
+        return False
+    return len(rows) == 2 and all(
+        provider == "b" or (provider == "c" and (collate or "").lower() in CODE_POINT_COLLATIONS)
+        for provider, collate in rows
+    )
 
 
 def _drain(fd):
