@@ -941,3 +941,41 @@ def test_pages_are_not_kept_across_writes_where_the_database_orders_otherwise(ca
     outside("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'")
     moved_on(cached_app, before)
     assert not replayed(cached_app, client, PAGE_1, auth.basic())[1]
+
+
+def test_flask_answers_304_to_an_earlier_tag_of_a_page_no_write_changed(cached_app, auth, outside):
+    client = cached_app.test_client()
+    first = client.get(PAGE_1, headers=auth.basic())
+    other = client.get(f"{PAGE_1}&page=2", headers=auth.basic())
+    before = watching(cached_app)
+    outside("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'")  # page 2's
+    moved_on(cached_app, before)
+    cache_of(cached_app).clear()  # no kept answer: Flask answers
+    held = {**auth.basic(), "If-None-Match": first.headers["ETag"]}
+    response, was_replayed = replayed(cached_app, client, PAGE_1, held)
+    assert not was_replayed and response.status_code == 304 and response.headers["ETag"] == first.headers["ETag"]
+    again, was_replayed = replayed(cached_app, client, PAGE_1, held)
+    assert was_replayed and again.status_code == 304 and again.headers["ETag"] == first.headers["ETag"]
+    # Another page's tag is not this one's; a changed page's earlier tag is not current.
+    cache_of(cached_app).clear()
+    assert client.get(PAGE_1, headers={**auth.basic(), "If-None-Match": other.headers["ETag"]}).status_code == 200
+    changed = client.get(f"{PAGE_1}&page=2", headers={**auth.basic(), "If-None-Match": other.headers["ETag"]})
+    assert changed.status_code == 200 and "CHANGED" in changed.get_data(as_text=True)
+
+
+def test_a_304_flask_gave_without_rendering_outlives_a_write_it_does_not_show(cached_app, auth, outside):
+    probe = cached_app.test_client().get(PAGE_1, headers=auth.basic())
+    cache_of(cached_app).clear()
+    from starter.api.pxcodes import page_caches
+
+    page_caches(cached_app)[1].clear()
+    cached_app.extensions["starter_pxcode_page_depends"]._depends.clear()  # as a server that never rendered it
+    client = cached_app.test_client()
+    held = {**auth.basic(), "If-None-Match": probe.headers["ETag"]}
+    for _ in range(2):
+        assert client.get(PAGE_1, headers=held).status_code == 304
+    before = watching(cached_app)
+    outside("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'")
+    moved_on(cached_app, before)
+    response, was_replayed = replayed(cached_app, client, PAGE_1, held)
+    assert was_replayed and response.status_code == 304

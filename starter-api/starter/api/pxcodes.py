@@ -14,6 +14,7 @@ from ..http.conditional import (
     etag_of,
     json_or_304,
     json_with_etag,
+    not_modified,
     require_if_match,
 )
 from ..http.pagination import ARGS as PAGE_ARGS
@@ -22,12 +23,13 @@ from ..http.payload import json_object
 from ..limits import per_user
 from ..models import DataVersion, PxCode
 from ..queries import Pager, PxCodeListing
-from ..readcache import allow_replay, wrote
+from ..readcache import allow_replay, still_current, wrote
 from ..readcache.depends import ByTag, Matching, Window
 from . import bp
 
 PAGE_CACHES = "starter_pxcode_pages"
 PAGE_DEPENDS = "starter_pxcode_page_depends"
+IF_NONE_MATCH_TAGS = 8  # of a revalidation's tags, at most this many are looked up
 
 
 @bp.record_once
@@ -47,15 +49,38 @@ def page_caches(app=None):
 def list_pxcodes():
     reject_unknown_args(PAGE_ARGS | PxCodeListing.ARGS)
     listing, args = PxCodeListing.from_request(), PageArgs.from_request()
-    version = DataVersion.current().codes
+    versions = DataVersion.current()
+    version = versions.codes
     # The body holds absolute links, so the whole URL (host, arguments) is in the tag.
     tag = etag_of(version, request.url)
     pager, rendered_pages = page_caches()
     depends = current_app.extensions[PAGE_DEPENDS]
+    earlier = _earlier_tag_still_current(depends, tag, versions)
+    if earlier is not None:
+        made_at, depends_on, earlier_tag = earlier
+        allow_replay(made_at, depends_on=depends_on)
+        return not_modified(earlier_tag)
     render = lambda: _render(pager, listing, args, version, tag, depends)  # noqa: E731
     response = cached_json_or_304(tag, render, rendered_pages)
-    allow_replay(version, depends_on=depends.get(tag))  # unknown (not rendered here): the whole table
+    if response.status_code == 304 and depends.get(tag) is None:
+        # Once per tag (the rendered pages): what it depends on, so the 304 outlives writes
+        # that leave it current.
+        rendered_pages.get_or_render(tag, render)
+    allow_replay(version, depends_on=depends.get(tag))  # unknown: the whole table
     return response
+
+
+def _earlier_tag_still_current(depends, tag, versions):
+    """``(version, depends_on, tag)`` of a tag the client holds, made at an earlier version by
+    this process, that no write since changed (``readcache.still_current``), else None."""
+    if request.if_match or not request.if_none_match or request.if_none_match.contains_weak(tag):
+        return None
+    for held in list(request.if_none_match.as_set(include_weak=True))[:IF_NONE_MATCH_TAGS]:
+        made = depends.made(held)
+        # The tag digests its version and URL: one of this URL's, not another page's.
+        if made is not None and etag_of(made[0], request.url) == held and still_current(made[1], made[0], versions):
+            return (*made, held)
+    return None
 
 
 def _render(pager, listing, args, version, tag, depends):
@@ -65,11 +90,11 @@ def _render(pager, listing, args, version, tag, depends):
     # rows and the total.
     if not listing.is_filtered:
         order = listing.sort.lstrip("-")
-        depends.note(tag, Window.of(
+        depends.note(tag, version, Window.of(
             page.items, order == "procedure", listing.descending, args.per_page, page.total, request.url
         ))
     elif not listing.fuzzy and (page.total or not listing.words):
-        depends.note(tag, Matching(listing.words, listing.prefix))
+        depends.note(tag, version, Matching(listing.words, listing.prefix))
     body, headers = render_page(page, PxCode.serializer())
     body["meta"].update(listing.meta())
     return body, headers

@@ -39,11 +39,16 @@ def evaluate_preconditions(etag):
         raise PreconditionFailed("If-Match does not match the current ETag")
     if request.if_none_match and etag is not None and request.if_none_match.contains_weak(etag):
         if request.method in SAFE_METHODS:
-            response = Response(status=304)
-            response.set_etag(etag)
-            return response
+            return not_modified(etag)
         raise PreconditionFailed("If-None-Match matches the current ETag")
     return None
+
+
+def not_modified(etag):
+    """A 304 naming ``etag``."""
+    response = Response(status=304)
+    response.set_etag(etag)
+    return response
 
 
 def json_with_etag(etag, body, status=200, headers=None):

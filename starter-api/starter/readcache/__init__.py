@@ -48,6 +48,16 @@ def allow_replay(version, depends_on=None):
     request.environ[REPLAYABLE] = (version, request.endpoint, depends_on)
 
 
+def still_current(depends_on, since, versions):
+    """Whether an answer made at version tag ``since`` of the rows ``depends_on`` names (see
+    ``allow_replay``) reads the same at ``versions`` (``models.Versions``), as this process's
+    watch knows; False whenever it cannot tell (no read cache, the whole table)."""
+    cache = of(current_app)
+    if cache is None or depends_on is None or getattr(depends_on, "total", versions.count) != versions.count:
+        return False
+    return since == versions.codes or cache.watch.unchanged(depends_on, since, versions.codes)
+
+
 def wrote(pxcode):
     """Declare that the current transaction writes ``pxcode``: once it commits, this process's
     read cache forgets only answers made of that code (and every listing) until its watch has

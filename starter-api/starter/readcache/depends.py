@@ -115,11 +115,16 @@ class ByTag:
         self._depends = LRUCache(maxsize)
         self._lock = threading.Lock()
 
-    def note(self, tag, depends_on):
+    def note(self, tag, version, depends_on):
         with self._lock:
-            self._depends[tag] = depends_on
+            self._depends[tag] = (version, depends_on)
 
     def get(self, tag):
         """What the answer tagged ``tag`` depends on, or None (unknown: the whole table)."""
+        made = self.made(tag)
+        return None if made is None else made[1]
+
+    def made(self, tag):
+        """``(version, depends_on)`` of the answer tagged ``tag``: where it was made, and of what; or None."""
         with self._lock:
             return self._depends.get(tag)

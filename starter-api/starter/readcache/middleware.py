@@ -89,12 +89,12 @@ class ReadCache:
         if known is None:
             return None
         versions, written = known
-        entry = self._current((key, False), versions, written)
-        if entry is None:
-            return None
-        if conditional and _matches(environ["HTTP_IF_NONE_MATCH"], entry):
-            full, entry = entry, self._current((key, True), versions, written)
-            if entry is None or entry.etag != full.etag:
+        # A revalidation: the 304 kept, if it names a tag the client holds (current, as the 304
+        # is); else the page, unless it is the client's (Flask then answers the 304, kept next).
+        entry = self._current((key, True), versions, written) if conditional else None
+        if entry is None or not _matches(environ["HTTP_IF_NONE_MATCH"], entry):
+            entry = self._current((key, False), versions, written)
+            if entry is None or (conditional and _matches(environ["HTTP_IF_NONE_MATCH"], entry)):
                 return None
         principal = self.principal_of(environ["HTTP_AUTHORIZATION"], versions.users)
         if principal is None:
