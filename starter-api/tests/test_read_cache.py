@@ -979,3 +979,42 @@ def test_a_304_flask_gave_without_rendering_outlives_a_write_it_does_not_show(ca
     moved_on(cached_app, before)
     response, was_replayed = replayed(cached_app, client, PAGE_1, held)
     assert was_replayed and response.status_code == 304
+
+
+@pytest.mark.parametrize(
+    "descending, open_end, pxcode, before, after, touched",
+    [
+        (False, False, "C", "T", "U", True),  # a row of the page
+        (False, False, "E", "T", "U", False),  # after it, title changed
+        (False, False, "A", None, "T", True),  # created before it: the rows shift
+        (False, False, "E", None, "T", False),  # created after it: the total alone
+        (False, True, "E", None, "T", True),  # after a page short of full: it joins it
+        (True, False, "A", None, "T", False),  # descending: a smaller code comes after the page
+        (True, False, "E", "T", None, True),  # descending: a larger one, before it
+        (True, True, "A", None, "T", True),  # descending, short of full: it joins it
+    ],
+)
+def test_a_window_is_touched_by_what_changes_its_rows(descending, open_end, pxcode, before, after, touched):
+    from starter.changelog import Change
+    from starter.readcache.depends import Window
+
+    window = Window(False, descending, ("B",), ("D",), open_end, 10, "http://x/")
+    assert window.touched_by(Change(pxcode, before, after)) is touched
+
+
+@pytest.mark.parametrize(
+    "before, after, touched",
+    [
+        ("A1", "A2", False),  # before the page, still before
+        ("A1", "Z", True),  # from before to after: the rows shift
+        ("Z", "A1", True),  # and back
+        ("Z", "Y", False),  # after, still after
+        ("Z", "M", True),  # onto the page
+    ],
+)
+def test_a_title_window_is_touched_by_a_title_moved_across_or_onto_it(before, after, touched):
+    from starter.changelog import Change
+    from starter.readcache.depends import Window
+
+    window = Window(True, False, ("B", "9"), ("P", "1"), False, 10, "http://x/")
+    assert window.touched_by(Change("5", before, after)) is touched

@@ -4,14 +4,18 @@ A view that calls ``allow_replay(version)`` declares its answer a function of th
 codes' data version alone, the same for every user who may read; ``depends_on=pxcode``, a function
 of that one code's row (an item), which writes to other codes leave current; ``depends_on=
 depends.Matching(words, prefix)``, of the rows a filter selects (a search), which writes to rows
-it selects neither before nor after leave current. The middleware
+it selects neither before nor after leave current; ``depends_on=depends.Window(...)``, of a page
+of every code: its rows and the total, so that a write outside its rows' keys leaves it current,
+and a code created or deleted after it only changes its total (re-rendered here). The middleware
 (``middleware.ReadCache``) keeps such answers (200 and 304, per worker process) and serves the next
 identical request itself when all of these hold:
 
 * the version it was made at is still current, as the version watch knows it
   (``versionwatch``: PostgreSQL notifications; never older than ``READ_CACHE_MAX_STALE``), or,
-  for an answer made of one code or of a filter's codes, the change log says no version since
-  changed that code or a row the filter selects, before or after;
+  for an answer made of one code, of a filter's codes or of a page's rows, the change log says no
+  version since changed that code, a row the filter selects, before or after, or a row of the
+  page (a page whose total alone changed is replayed with the new total and the version's ETag:
+  the bytes Flask would answer);
 * the request's credentials are ones the app verified recently, and no user changed since
   (``auth.authenticate`` given the users' version: no hash, no query);
 * the rate limits admit it, counted in flask-limiter's own buckets (``admission``).
