@@ -158,9 +158,12 @@ class ReadCache:
     def _with_total(self, key, entry, versions):
         """A page whose rows no write touched, re-rendered with the total at ``versions``: the
         same bytes Flask would answer (its ETag the version's), without Flask or a query."""
-        window, body, changed = entry.depends_on.with_total(
-            entry.body if entry.body else None, versions.count, versions.codes, self.dumps
-        )
+        try:
+            window, body, changed = entry.depends_on.with_total(
+                entry.body if entry.body else None, versions.count, versions.codes, self.dumps
+            )
+        except (ValueError, KeyError, TypeError):  # not a page's body: Flask answers it
+            return None
         changed = {name.lower(): value for name, value in changed.items()}
         if body is None:
             body = entry.body
