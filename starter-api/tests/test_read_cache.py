@@ -1018,3 +1018,46 @@ def test_a_title_window_is_touched_by_a_title_moved_across_or_onto_it(before, af
 
     window = Window(True, False, ("B", "9"), ("P", "1"), False, 10, "http://x/")
     assert window.touched_by(Change("5", before, after)) is touched
+
+
+def test_until_the_watch_has_read_its_write_a_worker_replays_the_pages_it_left_as_they_were(
+    cached_app, auth, monkeypatch
+):
+    import threading
+
+    client = cached_app.test_client()
+    urls = (PAGE_1, BY_TITLE, BY_WORD)
+    for _ in range(2):
+        first = {url: client.get(url, headers=auth.basic()) for url in urls}
+        outside_page = client.get("/api/v1.0/pxcodes/069", headers=auth.basic())
+        on_page = client.get("/api/v1.0/pxcodes/057", headers=auth.basic())
+    watching(cached_app)
+    watch = cache_of(cached_app).watch
+    held, real = threading.Event(), watch._follow_changes
+    monkeypatch.setattr(watch, "_follow_changes", lambda *a: (held.wait(5), real(*a)))
+    try:
+        # A title changed outside the pages (069 is after page 1 in both orders; no HEART).
+        changed = client.patch(
+            "/api/v1.0/pxcodes/069", json={"procedure": "TRANSIENT ISCHEMIA EDITED"},
+            headers={**auth.basic(), "If-Match": outside_page.headers["ETag"]},
+        )
+        assert changed.status_code == 200
+        for url in urls:
+            again, was_replayed = replayed(cached_app, client, url, auth.basic())
+            assert was_replayed and again.data == first[url].data, url
+        # One on page 1 (057): Flask answers page 1 at once, with the new title.
+        changed = client.patch(
+            "/api/v1.0/pxcodes/057", json={"procedure": "AAA HEART EDITED"},
+            headers={**auth.basic(), "If-Match": on_page.headers["ETag"]},
+        )
+        assert changed.status_code == 200
+        for url in urls:  # it moved onto the title page, and into the search
+            response, was_replayed = replayed(cached_app, client, url, auth.basic())
+            assert not was_replayed and "AAA HEART EDITED" in response.get_data(as_text=True), url
+        # A code created: the total is not known until the watch reads it; Flask answers.
+        created = client.post(LIST, json={"pxcode": "ZZZ", "procedure": "ZZ LAST"}, headers=auth.basic())
+        assert created.status_code == 201
+        response, was_replayed = replayed(cached_app, client, PAGE_1, auth.basic())
+        assert not was_replayed and response.json["meta"]["total"] == 101
+    finally:
+        held.set()

@@ -119,7 +119,7 @@ def create_pxcode():
     # (expired) row again could fail and turn a stored write into a 503.
     body, etag = code.to_dict(), code.etag
     db.session.add(code)
-    wrote(code.pxcode)
+    wrote(code.pxcode, None, code.procedure)
     try:
         db.session.commit()
     except IntegrityError:
@@ -160,17 +160,17 @@ def _change(pxcode, partial):
     # so a 503 always means "not written".
     written = PxCode(pxcode=code.pxcode, procedure=changes.get("procedure", code.procedure))
     if changes:
-        _apply_if_unchanged(update(PxCode).values(**changes), code)
+        _apply_if_unchanged(update(PxCode).values(**changes), code, written.procedure)
     return json_with_etag(written.etag, written.to_dict())
 
 
-def _apply_if_unchanged(statement, code):
+def _apply_if_unchanged(statement, code, procedure=None):
     """Run a write only if the row still holds what the client's ETag was checked against.
 
     The check and the write are one statement, so two editors holding the same
-    ETag cannot both succeed: the second gets 412.
+    ETag cannot both succeed: the second gets 412. ``procedure``: the title it leaves (None: a delete).
     """
-    wrote(code.pxcode)
+    wrote(code.pxcode, code.procedure, procedure)
     result = db.session.execute(
         statement.where(PxCode.id == code.id, PxCode.procedure == code.procedure)
     )

@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from .. import observability
+from ..changelog import Change
 from ..auth import authenticate
 from ..config import ConfigError
 from ..db import db, engine_options
@@ -42,7 +43,7 @@ from .middleware import REPLAYABLE, ReadCache
 from .versionwatch import VersionWatch
 
 EXTENSION = "starter_read_cache"
-WRITTEN = "starter.readcache.written"  # session.info: the codes the transaction declared (wrote)
+WRITTEN = "starter.readcache.written"  # session.info: the changes the transaction declared (wrote)
 
 
 def allow_replay(version, depends_on=None):
@@ -62,12 +63,14 @@ def still_current(depends_on, since, versions):
     return since == versions.codes or cache.watch.unchanged(depends_on, since, versions.codes)
 
 
-def wrote(pxcode):
-    """Declare that the current transaction writes ``pxcode``: once it commits, this process's
-    read cache forgets only answers made of that code (and every listing) until its watch has
-    read the new version, instead of everything. Declare every code the transaction writes;
-    a commit of anything undeclared forgets everything."""
-    db.session.info.setdefault(WRITTEN, set()).add(pxcode)
+def wrote(pxcode, before, after):
+    """Declare that the current transaction writes ``pxcode``, its title ``before`` (None: it is
+    created) and ``after`` (None: deleted): once it commits, this process's read cache forgets only
+    the answers that change touches (``depends``: the code's own, a filter's that selects it, a
+    page whose rows it moves or, unless it is a title change, whose total it changes) until its
+    watch has read the new version, instead of everything. Declare every row the transaction
+    writes; a commit of anything undeclared forgets everything."""
+    db.session.info.setdefault(WRITTEN, set()).add(Change(pxcode, before, after))
 
 
 def of(app):

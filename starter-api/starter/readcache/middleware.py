@@ -138,13 +138,13 @@ class ReadCache:
     def _current(self, key, versions, written):
         """The answer kept under ``key`` as it is at ``versions``, or None: made at them, or made
         of rows (a code, a filter's, a page's) that no write touched since, its total made
-        current if that alone changed; and not made of codes this process ``written`` since (its
+        current if that alone changed; and not made of rows this process ``written`` since (its
         own writes, seen at once)."""
         entry = self._get(key)
         if entry is None:
             return None
         depends_on, version = entry.depends_on, versions.codes
-        if written and not (isinstance(depends_on, str) and depends_on not in written):
+        if written and not self._untouched_by(depends_on, written):
             return None
         if entry.version == version:
             return entry
@@ -154,6 +154,19 @@ class ReadCache:
             return self._with_total(key, entry, versions)
         entry.version = version  # the answer at this version too: the next check starts here
         return entry
+
+    def _untouched_by(self, depends_on, written):
+        """Whether this process's own writes (``changelog.Change``s), not read by the watch yet,
+        leave what ``depends_on`` names as it was, its total included."""
+        if depends_on is None:
+            return False
+        if isinstance(depends_on, str):
+            return all(change.pxcode != depends_on for change in written)
+        if getattr(depends_on, "byte_order", False) and not self.watch.byte_order:
+            return False
+        if hasattr(depends_on, "total") and any(c.before is None or c.after is None for c in written):
+            return False  # a count the watch has not read yet
+        return not any(depends_on.touched_by(change) for change in written)
 
     def _with_total(self, key, entry, versions):
         """A page whose rows no write touched, re-rendered with the total at ``versions``: the

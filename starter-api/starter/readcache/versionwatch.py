@@ -95,7 +95,7 @@ class VersionWatch:
         )
         self.max_stale = max_stale
         self._heartbeat = max_stale / 4
-        self._known = None  # (Versions, time.monotonic() of the read, codes written since)
+        self._known = None  # (Versions, time.monotonic() of the read, changes written since)
         self._known_at = None  # the last read, even one a write of this process set aside
         self._history = None
         self._invalidations = 0
@@ -116,7 +116,7 @@ class VersionWatch:
 
     def known(self):
         """``(versions, written)``: the versions confirmed within ``max_stale`` seconds and the
-        codes this process wrote since (not yet in them), else None."""
+        changes this process wrote since (not yet in them), else None."""
         known = self._known
         if known is not None and time.monotonic() - known[1] < self.max_stale:
             return known[0], known[2]
@@ -144,8 +144,8 @@ class VersionWatch:
 
     def invalidate(self, written=None):
         """This process has just committed a write: forget the versions until read again, or,
-        given ``written`` (every code the write changed), keep them, with those codes marked
-        changed until the watch has read the new version."""
+        given ``written`` (every row the write changed, as ``changelog.Change``s), keep them, with
+        those changes marked made until the watch has read the new version."""
         with self._install_lock:
             self._invalidations += 1
             known = self._known
