@@ -5,6 +5,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Conflict, PreconditionFailed
 
+from .. import readcache
 from ..auth import admin_required
 from ..db import db
 from ..http.args import reject_unknown_args
@@ -62,9 +63,9 @@ def list_pxcodes():
         return not_modified(earlier_tag)
     render = lambda: _render(pager, listing, args, version, tag, depends)  # noqa: E731
     response = cached_json_or_304(tag, render, rendered_pages)
-    if response.status_code == 304 and depends.get(tag) is None:
-        # Once per tag (the rendered pages): what it depends on, so the 304 outlives writes
-        # that leave it current.
+    if response.status_code == 304 and depends.get(tag) is None and readcache.of(current_app) is not None:
+        # Once per tag (the rendered pages): what it depends on, so the kept 304 outlives
+        # writes that leave it current.
         rendered_pages.get_or_render(tag, render)
     allow_replay(version, depends_on=depends.get(tag))  # unknown: the whole table
     return response
