@@ -1061,3 +1061,30 @@ def test_until_the_watch_has_read_its_write_a_worker_replays_the_pages_it_left_a
         assert not was_replayed and response.json["meta"]["total"] == 101
     finally:
         held.set()
+
+
+@pytest.mark.parametrize(
+    "sql, status",
+    [
+        ("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'", 304),  # after page 1
+        ("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '057'", 200),  # on it
+        ("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('ZZZ', 'ZZ LAST')", 200),  # another total
+    ],
+)
+def test_a_worker_answers_304_to_another_worker_s_tag_of_a_page_no_write_changed(
+    make_cached_app, auth, outside, sql, status
+):
+    one, other = make_cached_app(), make_cached_app()  # two workers of one database
+    held = one.test_client().get(PAGE_1, headers=auth.basic())
+    other.test_client().get(ITEM, headers=auth.basic())
+    before = watching(other)  # its history starts here, before the write
+    outside(sql)
+    moved_on(other, before)
+    client = other.test_client()
+    response = client.get(PAGE_1, headers={**auth.basic(), "If-None-Match": held.headers["ETag"]})
+    assert response.status_code == status
+    if status == 304:
+        assert response.headers["ETag"] == held.headers["ETag"]
+        assert replayed(other, client, PAGE_1, {**auth.basic(), "If-None-Match": held.headers["ETag"]})[1]
+    else:
+        assert response.data != held.data

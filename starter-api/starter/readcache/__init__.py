@@ -63,6 +63,22 @@ def still_current(depends_on, since, versions):
     return since == versions.codes or cache.watch.unchanged(depends_on, since, versions.codes)
 
 
+def version_of_tag(is_tag, versions, depends_on, limit):
+    """The version tag, among the last ``limit`` this process's watch covers, at which
+    ``is_tag(version)`` holds (a tag another process made of the same URL) and since which
+    nothing ``depends_on`` names changed, nor the number of codes: its answer then reads as the
+    one at ``versions`` now. None if there is none, or the watch cannot tell."""
+    cache = of(current_app)
+    if cache is None or depends_on is None:
+        return None
+    watch = cache.watch
+    for version in watch.recent_versions(limit):
+        if is_tag(version):
+            unchanged = version == versions.codes or watch.unchanged(depends_on, version, versions.codes, same_count=True)
+            return version if unchanged else None
+    return None
+
+
 def wrote(pxcode, before, after):
     """Declare that the current transaction writes ``pxcode``, its title ``before`` (None: it is
     created) and ``after`` (None: deleted): once it commits, this process's read cache forgets only

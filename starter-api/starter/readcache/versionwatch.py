@@ -69,9 +69,10 @@ class History:
         self.changed_at = {}  # pxcode -> the last version it changed at (or later)
         self.changes = []  # (version, changelog.Change), oldest first
 
-    def unchanged(self, depends_on, since, until):
-        """Whether what ``depends_on`` (a code, or a filter: ``depends.Matching``) names kept its
-        rows from version number ``since`` to ``until``."""
+    def unchanged(self, depends_on, since, until, same_count=False):
+        """Whether what ``depends_on`` (a code, a filter: ``depends.Matching``, a page:
+        ``depends.Window``) names kept its rows from version number ``since`` to ``until``;
+        ``same_count``: and no code was created or deleted meanwhile."""
         if not self.floor <= since <= until <= self.upto:
             return False
         if isinstance(depends_on, str):
@@ -81,7 +82,7 @@ class History:
             version, change = changes[i]
             if version <= since:
                 break
-            if depends_on.touched_by(change):
+            if depends_on.touched_by(change) or (same_count and (change.before is None or change.after is None)):
                 return False
         return True
 
@@ -123,10 +124,18 @@ class VersionWatch:
         self._ensure_watching()
         return None
 
-    def unchanged(self, depends_on, since, until):
-        """Whether the rows ``depends_on`` names (a code, or a filter) are the same at version tag
-        ``until`` (a current one) as at ``since``, as the change log says; False whenever it
-        cannot tell."""
+    def recent_versions(self, limit):
+        """The version tags the history covers, newest first, at most ``limit``."""
+        history = self._history
+        if history is None:
+            return []
+        low = max(history.floor, history.upto - limit + 1)
+        return [f"{history.epoch}.{number}" for number in range(history.upto, low - 1, -1)]
+
+    def unchanged(self, depends_on, since, until, same_count=False):
+        """Whether the rows ``depends_on`` names (a code, a filter, a page) are the same at version
+        tag ``until`` (a current one) as at ``since``, as the change log says (``same_count``: and
+        the number of codes); False whenever it cannot tell."""
         history = self._history
         if history is None:
             return False
@@ -135,7 +144,7 @@ class VersionWatch:
             return False
         if getattr(depends_on, "byte_order", False) and not self.byte_order:
             return False
-        return history.unchanged(depends_on, since_number, until_number)
+        return history.unchanged(depends_on, since_number, until_number, same_count)
 
     def confirmed_age(self):
         """Seconds since the versions were last read, or None before the first read."""
