@@ -859,3 +859,291 @@ def test_identical_first_requests_wait_for_the_one_flask_answers(cached_app, aut
     assert len(answers) == 8 and {status for status, _ in answers} == {200}
     assert len({body for _, body in answers}) == 1
     assert len(calls) == 1, f"Flask answered {len(calls)} of 8 identical requests"
+
+
+PAGE_1 = f"{LIST}?per_page=5"  # 039, 057, 064, 065, 066
+BY_TITLE = f"{LIST}?sort=procedure&per_page=5"  # ACUTE MYOCARDIAL... (281, 280, 282), ALCOHOL... 897, ATHEROSCLEROSIS 303
+BY_CODE_DOWN = f"{LIST}?sort=-pxcode&per_page=5"
+
+
+def as_flask_answers(app, client, url, headers):
+    """What Flask answers ``url`` now, the read cache emptied first (no replay)."""
+    cache_of(app).clear()
+    response, was_replayed = replayed(app, client, url, headers)
+    assert not was_replayed
+    return response
+
+
+@pytest.mark.parametrize(
+    "sql, kept",
+    [
+        # A title changed on a code after page 1 (in code order), and one on it; both after
+        # the first titles, before and after.
+        ("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'", {PAGE_1, BY_TITLE, BY_CODE_DOWN}),
+        ("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '057'", {BY_TITLE, BY_CODE_DOWN}),
+        # In title order: a title moved from after the page to after it, or to before it.
+        ("UPDATE starter_pxcodes SET procedure = 'ZZ SEIZURES' WHERE pxcode = '101'", {PAGE_1, BY_TITLE, BY_CODE_DOWN}),
+        ("UPDATE starter_pxcodes SET procedure = 'AAA SEIZURES' WHERE pxcode = '101'", {PAGE_1, BY_CODE_DOWN}),
+        # A title on the page's last row changed but staying on it (still before 'B...').
+        ("UPDATE starter_pxcodes SET procedure = 'ATHEROSCLEROSIS' WHERE pxcode = '303'", {PAGE_1, BY_CODE_DOWN}),
+    ],
+)
+def test_an_unfiltered_page_is_flushed_only_by_a_change_of_its_rows(cached_app, auth, outside, sql, kept):
+    client = cached_app.test_client()
+    urls = (PAGE_1, BY_TITLE, BY_CODE_DOWN)
+    for _ in range(2):
+        first = {url: client.get(url, headers=auth.basic()) for url in urls}
+        for url in urls:  # the 304s kept too
+            assert client.get(url, headers={**auth.basic(), "If-None-Match": first[url].headers["ETag"]}).status_code == 304
+    before = watching(cached_app)
+    assert all(replayed(cached_app, client, url, auth.basic())[1] for url in urls)
+    outside(sql)
+    moved_on(cached_app, before)
+    for url in urls:
+        response, was_replayed = replayed(cached_app, client, url, auth.basic())
+        assert was_replayed == (url in kept), url
+        if url in kept:
+            # The answer and its tag as they were; a revalidation still 304, replayed.
+            assert response.data == first[url].data and response.headers["ETag"] == first[url].headers["ETag"]
+            tag = {**auth.basic(), "If-None-Match": first[url].headers["ETag"]}
+            not_modified, was_replayed = replayed(cached_app, client, url, tag)
+            assert not_modified.status_code == 304 and was_replayed, url
+        else:
+            assert response.data != first[url].data, url
+
+
+@pytest.mark.parametrize(
+    "sql, delta, kept",
+    [
+        # Created or deleted after the page in its order: the same rows, another total.
+        ("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('ZZZ', 'ZZ LAST')", 1, {PAGE_1, BY_TITLE}),
+        ("DELETE FROM starter_pxcodes WHERE pxcode = '069'", -1, {PAGE_1, BY_TITLE, BY_CODE_DOWN}),
+        # Before it: its rows shift.
+        ("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('0', 'AAA FIRST')", 1, {BY_CODE_DOWN}),
+        ("DELETE FROM starter_pxcodes WHERE pxcode = '057'", -1, {BY_TITLE, BY_CODE_DOWN}),
+    ],
+)
+def test_a_page_before_a_created_or_deleted_code_is_answered_with_the_new_total(
+    cached_app, auth, outside, sql, delta, kept
+):
+    client = cached_app.test_client()
+    urls = (PAGE_1, BY_TITLE, BY_CODE_DOWN)
+    for _ in range(2):
+        first = {url: client.get(url, headers=auth.basic()) for url in urls}
+        for url in urls:  # the 304s kept too
+            assert client.get(url, headers={**auth.basic(), "If-None-Match": first[url].headers["ETag"]}).status_code == 304
+    before = watching(cached_app)
+    outside(sql)
+    moved_on(cached_app, before)
+    answers = {}
+    for url in urls:
+        response, was_replayed = replayed(cached_app, client, url, auth.basic())
+        assert was_replayed == (url in kept), url
+        assert response.json["meta"]["total"] == first[url].json["meta"]["total"] + delta
+        assert response.headers["ETag"] != first[url].headers["ETag"]
+        assert (response.json["items"] == first[url].json["items"]) == (url in kept), url
+        answers[url] = response
+    # Byte for byte what Flask answers at that version, its tag too; and its revalidation.
+    for url in kept:
+        # Revalidated with the new tag: 304, replayed; with the old one, the new page.
+        not_modified, was_replayed = replayed(
+            cached_app, client, url, {**auth.basic(), "If-None-Match": answers[url].headers["ETag"]}
+        )
+        assert not_modified.status_code == 304 and was_replayed, url
+        assert not_modified.headers["ETag"] == answers[url].headers["ETag"]
+        stale = client.get(url, headers={**auth.basic(), "If-None-Match": first[url].headers["ETag"]})
+        assert stale.status_code == 200 and stale.data == answers[url].data
+    for url in kept:
+        flask = as_flask_answers(cached_app, client, url, auth.basic())
+        assert flask.data == answers[url].data, url
+        assert without_limit_headers(flask) == without_limit_headers(answers[url]), url
+        assert client.get(url, headers={**auth.basic(), "If-None-Match": flask.headers["ETag"]}).status_code == 304
+
+
+def test_a_replayed_page_with_a_new_total_gets_its_next_and_last_links(cached_app, auth, outside):
+    client = cached_app.test_client()
+    url = f"{LIST}?per_page=50&page=2"  # the last page, full: no next
+    for _ in range(2):
+        first = client.get(url, headers=auth.basic())
+    assert first.json["meta"]["next"] is None and first.json["meta"]["pages"] == 2
+    before = watching(cached_app)
+    outside("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('ZZZ', 'ZZ LAST')")
+    moved_on(cached_app, before)
+    # A full last page: the created code after it is on page 3, the rows are the same.
+    response, was_replayed = replayed(cached_app, client, url, auth.basic())
+    assert was_replayed
+    meta = response.json["meta"]
+    assert (meta["pages"], meta["total"]) == (3, 101)
+    assert meta["next"].endswith("per_page=50&page=3") and meta["last"] == meta["next"]
+    assert 'rel="next"' in response.headers["Link"] and response.headers["X-Total-Count"] == "101"
+    assert as_flask_answers(cached_app, client, url, auth.basic()).data == response.data
+
+
+def test_a_page_short_of_full_is_flushed_by_a_code_created_after_it(cached_app, auth, outside):
+    client = cached_app.test_client()
+    url = f"{LIST}?per_page=30&page=4"  # 10 codes: a new last code joins it
+    for _ in range(2):
+        client.get(url, headers=auth.basic())
+    before = watching(cached_app)
+    outside("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('ZZZ', 'ZZ LAST')")
+    moved_on(cached_app, before)
+    response, was_replayed = replayed(cached_app, client, url, auth.basic())
+    assert not was_replayed and response.json["items"][-1]["pxcode"] == "ZZZ"
+
+
+def test_pages_are_not_kept_across_writes_where_the_database_orders_otherwise(cached_app, auth, outside):
+    client = cached_app.test_client()
+    for _ in range(2):
+        client.get(PAGE_1, headers=auth.basic())
+    before = watching(cached_app)
+    cache_of(cached_app).watch.byte_order = False  # as with a collation Python does not compare as
+    outside("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'")
+    moved_on(cached_app, before)
+    assert not replayed(cached_app, client, PAGE_1, auth.basic())[1]
+
+
+def test_flask_answers_304_to_an_earlier_tag_of_a_page_no_write_changed(cached_app, auth, outside):
+    client = cached_app.test_client()
+    first = client.get(PAGE_1, headers=auth.basic())
+    other = client.get(f"{PAGE_1}&page=2", headers=auth.basic())
+    before = watching(cached_app)
+    outside("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'")  # page 2's
+    moved_on(cached_app, before)
+    cache_of(cached_app).clear()  # no kept answer: Flask answers
+    held = {**auth.basic(), "If-None-Match": first.headers["ETag"]}
+    response, was_replayed = replayed(cached_app, client, PAGE_1, held)
+    assert not was_replayed and response.status_code == 304 and response.headers["ETag"] == first.headers["ETag"]
+    again, was_replayed = replayed(cached_app, client, PAGE_1, held)
+    assert was_replayed and again.status_code == 304 and again.headers["ETag"] == first.headers["ETag"]
+    # Another page's tag is not this one's; a changed page's earlier tag is not current.
+    cache_of(cached_app).clear()
+    assert client.get(PAGE_1, headers={**auth.basic(), "If-None-Match": other.headers["ETag"]}).status_code == 200
+    changed = client.get(f"{PAGE_1}&page=2", headers={**auth.basic(), "If-None-Match": other.headers["ETag"]})
+    assert changed.status_code == 200 and "CHANGED" in changed.get_data(as_text=True)
+
+
+def test_a_304_flask_gave_without_rendering_outlives_a_write_it_does_not_show(cached_app, auth, outside):
+    probe = cached_app.test_client().get(PAGE_1, headers=auth.basic())
+    cache_of(cached_app).clear()
+    from starter.api.pxcodes import page_caches
+
+    page_caches(cached_app)[1].clear()
+    cached_app.extensions["starter_pxcode_page_depends"]._depends.clear()  # as a server that never rendered it
+    client = cached_app.test_client()
+    held = {**auth.basic(), "If-None-Match": probe.headers["ETag"]}
+    for _ in range(2):
+        assert client.get(PAGE_1, headers=held).status_code == 304
+    before = watching(cached_app)
+    outside("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'")
+    moved_on(cached_app, before)
+    response, was_replayed = replayed(cached_app, client, PAGE_1, held)
+    assert was_replayed and response.status_code == 304
+
+
+@pytest.mark.parametrize(
+    "descending, open_end, pxcode, before, after, touched",
+    [
+        (False, False, "C", "T", "U", True),  # a row of the page
+        (False, False, "E", "T", "U", False),  # after it, title changed
+        (False, False, "A", None, "T", True),  # created before it: the rows shift
+        (False, False, "E", None, "T", False),  # created after it: the total alone
+        (False, True, "E", None, "T", True),  # after a page short of full: it joins it
+        (True, False, "A", None, "T", False),  # descending: a smaller code comes after the page
+        (True, False, "E", "T", None, True),  # descending: a larger one, before it
+        (True, True, "A", None, "T", True),  # descending, short of full: it joins it
+    ],
+)
+def test_a_window_is_touched_by_what_changes_its_rows(descending, open_end, pxcode, before, after, touched):
+    from starter.changelog import Change
+    from starter.readcache.depends import Window
+
+    window = Window(False, descending, ("B",), ("D",), open_end, 10, "http://x/")
+    assert window.touched_by(Change(pxcode, before, after)) is touched
+
+
+@pytest.mark.parametrize(
+    "before, after, touched",
+    [
+        ("A1", "A2", False),  # before the page, still before
+        ("A1", "Z", True),  # from before to after: the rows shift
+        ("Z", "A1", True),  # and back
+        ("Z", "Y", False),  # after, still after
+        ("Z", "M", True),  # onto the page
+    ],
+)
+def test_a_title_window_is_touched_by_a_title_moved_across_or_onto_it(before, after, touched):
+    from starter.changelog import Change
+    from starter.readcache.depends import Window
+
+    window = Window(True, False, ("B", "9"), ("P", "1"), False, 10, "http://x/")
+    assert window.touched_by(Change("5", before, after)) is touched
+
+
+def test_until_the_watch_has_read_its_write_a_worker_replays_the_pages_it_left_as_they_were(
+    cached_app, auth, monkeypatch
+):
+    import threading
+
+    client = cached_app.test_client()
+    urls = (PAGE_1, BY_TITLE, BY_WORD)
+    for _ in range(2):
+        first = {url: client.get(url, headers=auth.basic()) for url in urls}
+        outside_page = client.get("/api/v1.0/pxcodes/069", headers=auth.basic())
+        on_page = client.get("/api/v1.0/pxcodes/057", headers=auth.basic())
+    watching(cached_app)
+    watch = cache_of(cached_app).watch
+    held, real = threading.Event(), watch._follow_changes
+    monkeypatch.setattr(watch, "_follow_changes", lambda *a: (held.wait(5), real(*a)))
+    try:
+        # A title changed outside the pages (069 is after page 1 in both orders; no HEART).
+        changed = client.patch(
+            "/api/v1.0/pxcodes/069", json={"procedure": "TRANSIENT ISCHEMIA EDITED"},
+            headers={**auth.basic(), "If-Match": outside_page.headers["ETag"]},
+        )
+        assert changed.status_code == 200
+        for url in urls:
+            again, was_replayed = replayed(cached_app, client, url, auth.basic())
+            assert was_replayed and again.data == first[url].data, url
+        # One on page 1 (057): Flask answers page 1 at once, with the new title.
+        changed = client.patch(
+            "/api/v1.0/pxcodes/057", json={"procedure": "AAA HEART EDITED"},
+            headers={**auth.basic(), "If-Match": on_page.headers["ETag"]},
+        )
+        assert changed.status_code == 200
+        for url in urls:  # it moved onto the title page, and into the search
+            response, was_replayed = replayed(cached_app, client, url, auth.basic())
+            assert not was_replayed and "AAA HEART EDITED" in response.get_data(as_text=True), url
+        # A code created: the total is not known until the watch reads it; Flask answers.
+        created = client.post(LIST, json={"pxcode": "ZZZ", "procedure": "ZZ LAST"}, headers=auth.basic())
+        assert created.status_code == 201
+        response, was_replayed = replayed(cached_app, client, PAGE_1, auth.basic())
+        assert not was_replayed and response.json["meta"]["total"] == 101
+    finally:
+        held.set()
+
+
+@pytest.mark.parametrize(
+    "sql, status",
+    [
+        ("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '069'", 304),  # after page 1
+        ("UPDATE starter_pxcodes SET procedure = 'CHANGED' WHERE pxcode = '057'", 200),  # on it
+        ("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('ZZZ', 'ZZ LAST')", 200),  # another total
+    ],
+)
+def test_a_worker_answers_304_to_another_worker_s_tag_of_a_page_no_write_changed(
+    make_cached_app, auth, outside, sql, status
+):
+    one, other = make_cached_app(), make_cached_app()  # two workers of one database
+    held = one.test_client().get(PAGE_1, headers=auth.basic())
+    other.test_client().get(ITEM, headers=auth.basic())
+    before = watching(other)  # its history starts here, before the write
+    outside(sql)
+    moved_on(other, before)
+    client = other.test_client()
+    response = client.get(PAGE_1, headers={**auth.basic(), "If-None-Match": held.headers["ETag"]})
+    assert response.status_code == status
+    if status == 304:
+        assert response.headers["ETag"] == held.headers["ETag"]
+        assert replayed(other, client, PAGE_1, {**auth.basic(), "If-None-Match": held.headers["ETag"]})[1]
+    else:
+        assert response.data != held.data

@@ -5,6 +5,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Conflict, PreconditionFailed
 
+from .. import readcache
 from ..auth import admin_required
 from ..db import db
 from ..http.args import reject_unknown_args
@@ -14,6 +15,7 @@ from ..http.conditional import (
     etag_of,
     json_or_304,
     json_with_etag,
+    not_modified,
     require_if_match,
 )
 from ..http.pagination import ARGS as PAGE_ARGS
@@ -22,12 +24,17 @@ from ..http.payload import json_object
 from ..limits import per_user
 from ..models import DataVersion, PxCode
 from ..queries import Pager, PxCodeListing
-from ..readcache import allow_replay, wrote
-from ..readcache.depends import ByTag, Matching
+from ..readcache import allow_replay, still_current, wrote
+from ..readcache.depends import ByTag, Matching, Window
 from . import bp
 
 PAGE_CACHES = "starter_pxcode_pages"
 PAGE_DEPENDS = "starter_pxcode_page_depends"
+IF_NONE_MATCH_TAGS = 8  # of a revalidation's tags, at most this many are looked up
+# Of those, this many are digested with each of the last FOREIGN_VERSIONS versions (a tag another
+# process made): bounded, as any client may send tags.
+FOREIGN_TAGS = 2
+FOREIGN_VERSIONS = 64
 
 
 @bp.record_once
@@ -47,23 +54,67 @@ def page_caches(app=None):
 def list_pxcodes():
     reject_unknown_args(PAGE_ARGS | PxCodeListing.ARGS)
     listing, args = PxCodeListing.from_request(), PageArgs.from_request()
-    version = DataVersion.current().codes
+    versions = DataVersion.current()
+    version = versions.codes
     # The body holds absolute links, so the whole URL (host, arguments) is in the tag.
     tag = etag_of(version, request.url)
     pager, rendered_pages = page_caches()
     depends = current_app.extensions[PAGE_DEPENDS]
     render = lambda: _render(pager, listing, args, version, tag, depends)  # noqa: E731
+    earlier = _earlier_tag_still_current(depends, tag, versions, render, rendered_pages)
+    if earlier is not None:
+        made_at, depends_on, earlier_tag = earlier
+        allow_replay(made_at, depends_on=depends_on)
+        return not_modified(earlier_tag)
     response = cached_json_or_304(tag, render, rendered_pages)
-    allow_replay(version, depends_on=depends.get(tag))  # unknown (not rendered here): the whole table
+    if response.status_code == 304 and depends.get(tag) is None and readcache.of(current_app) is not None:
+        # Once per tag (the rendered pages): what it depends on, so the kept 304 outlives
+        # writes that leave it current.
+        rendered_pages.get_or_render(tag, render)
+    allow_replay(version, depends_on=depends.get(tag))  # unknown: the whole table
     return response
+
+
+def _earlier_tag_still_current(depends, tag, versions, render, rendered_pages):
+    """``(version, depends_on, tag)`` of a tag the client holds, made at an earlier version (by
+    this process, or by another one: ``readcache.version_of_tag``), that no write since changed,
+    else None."""
+    if request.if_match or not request.if_none_match or request.if_none_match.contains_weak(tag):
+        return None
+    held_tags = list(request.if_none_match.as_set(include_weak=True))[:IF_NONE_MATCH_TAGS]
+    for held in held_tags:
+        made = depends.made(held)
+        # The tag digests its version and URL: one of this URL's, not another page's.
+        if made is not None and etag_of(made[0], request.url) == held and still_current(made[1], made[0], versions):
+            return (*made, held)
+    if readcache.of(current_app) is None:
+        return None
+    # Another process's tag, maybe: what the page depends on now (rendered once per tag), and the
+    # versions this process's history covers, digested with the URL.
+    rendered_pages.get_or_render(tag, render)
+    depends_on = depends.get(tag)
+    for held in held_tags[:FOREIGN_TAGS]:
+        version = readcache.version_of_tag(
+            lambda version, held=held: etag_of(version, request.url) == held, versions, depends_on, FOREIGN_VERSIONS
+        )
+        if version is not None:
+            depends.note(held, version, depends_on)
+            return version, depends_on, held
+    return None
 
 
 def _render(pager, listing, args, version, tag, depends):
     listing, page = pager.search(listing, args, version)
     # A filter's page depends on the codes it selects alone, unless the words found nothing
-    # or were corrected: the corrections depend on every title.
-    if listing.is_filtered and not listing.fuzzy and (page.total or not listing.words):
-        depends.note(tag, Matching(listing.words, listing.prefix))
+    # or were corrected: the corrections depend on every title. A page of every code, on its
+    # rows and the total.
+    if not listing.is_filtered:
+        order = listing.sort.lstrip("-")
+        depends.note(tag, version, Window.of(
+            page.items, order == "procedure", listing.descending, args.per_page, page.total, request.url
+        ))
+    elif not listing.fuzzy and (page.total or not listing.words):
+        depends.note(tag, version, Matching(listing.words, listing.prefix))
     body, headers = render_page(page, PxCode.serializer())
     body["meta"].update(listing.meta())
     return body, headers
@@ -88,7 +139,7 @@ def create_pxcode():
     # (expired) row again could fail and turn a stored write into a 503.
     body, etag = code.to_dict(), code.etag
     db.session.add(code)
-    wrote(code.pxcode)
+    wrote(code.pxcode, None, code.procedure)
     try:
         db.session.commit()
     except IntegrityError:
@@ -129,17 +180,17 @@ def _change(pxcode, partial):
     # so a 503 always means "not written".
     written = PxCode(pxcode=code.pxcode, procedure=changes.get("procedure", code.procedure))
     if changes:
-        _apply_if_unchanged(update(PxCode).values(**changes), code)
+        _apply_if_unchanged(update(PxCode).values(**changes), code, written.procedure)
     return json_with_etag(written.etag, written.to_dict())
 
 
-def _apply_if_unchanged(statement, code):
+def _apply_if_unchanged(statement, code, procedure=None):
     """Run a write only if the row still holds what the client's ETag was checked against.
 
     The check and the write are one statement, so two editors holding the same
-    ETag cannot both succeed: the second gets 412.
+    ETag cannot both succeed: the second gets 412. ``procedure``: the title it leaves (None: a delete).
     """
-    wrote(code.pxcode)
+    wrote(code.pxcode, code.procedure, procedure)
     result = db.session.execute(
         statement.where(PxCode.id == code.id, PxCode.procedure == code.procedure)
     )

@@ -23,6 +23,11 @@ def etag_of(*parts):
     return hashlib.md5(blob.encode(), usedforsecurity=False).hexdigest()
 
 
+def encode_json(body, dumps):
+    """A body as the render cache sends it: ``dumps`` (the app's JSON provider's) and a newline."""
+    return dumps(body).encode() + b"\n"
+
+
 def evaluate_preconditions(etag):
     """Return a 304 response, raise 412, or return None to go on serving.
 
@@ -34,11 +39,16 @@ def evaluate_preconditions(etag):
         raise PreconditionFailed("If-Match does not match the current ETag")
     if request.if_none_match and etag is not None and request.if_none_match.contains_weak(etag):
         if request.method in SAFE_METHODS:
-            response = Response(status=304)
-            response.set_etag(etag)
-            return response
+            return not_modified(etag)
         raise PreconditionFailed("If-None-Match matches the current ETag")
     return None
+
+
+def not_modified(etag):
+    """A 304 naming ``etag``."""
+    response = Response(status=304)
+    response.set_etag(etag)
+    return response
 
 
 def json_with_etag(etag, body, status=200, headers=None):
@@ -80,7 +90,7 @@ class RenderedCache:
     def get_or_render(self, etag, render):
         def encoded():
             body, headers = render()
-            return current_app.json.dumps(body).encode() + b"\n", headers
+            return encode_json(body, current_app.json.dumps), headers
 
         return self._entries.get_or_compute(etag, encoded)
 

@@ -3,12 +3,15 @@
 How a page is fetched from the database is the listing's business (``queries.Pager``).
 """
 
+import json
 import math
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from flask import current_app, request, url_for
 from werkzeug.exceptions import BadRequest
+
+from .conditional import encode_json
 
 ARGS = frozenset({"page", "per_page"})
 
@@ -99,3 +102,28 @@ def render_page(page, serialize):
     """Return the seed's list body (``items``, ``meta``) and its ``Link`` / ``X-Total-Count`` headers."""
     body = {"items": [serialize(item) for item in page.items], "meta": page_meta(page)}
     return body, page_headers(body["meta"])
+
+
+def with_total(encoded, total, dumps):
+    """A list answer's body (``conditional.encode_json``'s) as it reads with ``total`` rows in all, its own rows the
+    same: ``(bytes, headers)``, the headers those that change with it (``Link``, ``X-Total-Count``).
+
+    The links are this page's ``first`` with another number: ``page_url`` puts the page last.
+    """
+    body = json.loads(encoded)
+    meta = body["meta"]
+    first = meta["first"]
+    if not first.endswith("page=1"):
+        raise ValueError(f"not a first page's link: {first!r}")
+
+    def link(number):
+        return first[:-1] + str(number)
+
+    page = Page(items=[], page=meta["page"], per_page=meta["per_page"], total=total)
+    meta.update(
+        total=total,
+        pages=page.pages,
+        last=link(page.last),
+        next=link(page.page + 1) if page.page < page.last else None,
+    )
+    return encode_json(body, dumps), page_headers(meta)

@@ -4,14 +4,18 @@ A view that calls ``allow_replay(version)`` declares its answer a function of th
 codes' data version alone, the same for every user who may read; ``depends_on=pxcode``, a function
 of that one code's row (an item), which writes to other codes leave current; ``depends_on=
 depends.Matching(words, prefix)``, of the rows a filter selects (a search), which writes to rows
-it selects neither before nor after leave current. The middleware
+it selects neither before nor after leave current; ``depends_on=depends.Window(...)``, of a page
+of every code: its rows and the total, so that a write outside its rows' keys leaves it current,
+and a code created or deleted after it only changes its total (re-rendered here). The middleware
 (``middleware.ReadCache``) keeps such answers (200 and 304, per worker process) and serves the next
 identical request itself when all of these hold:
 
 * the version it was made at is still current, as the version watch knows it
   (``versionwatch``: PostgreSQL notifications; never older than ``READ_CACHE_MAX_STALE``), or,
-  for an answer made of one code or of a filter's codes, the change log says no version since
-  changed that code or a row the filter selects, before or after;
+  for an answer made of one code, of a filter's codes or of a page's rows, the change log says no
+  version since changed that code, a row the filter selects, before or after, or a row of the
+  page (a page whose total alone changed is replayed with the new total and the version's ETag:
+  the bytes Flask would answer);
 * the request's credentials are ones the app verified recently, and no user changed since
   (``auth.authenticate`` given the users' version: no hash, no query);
 * the rate limits admit it, counted in flask-limiter's own buckets (``admission``).
@@ -31,6 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from .. import observability
+from ..changelog import Change
 from ..auth import authenticate
 from ..config import ConfigError
 from ..db import db, engine_options
@@ -38,7 +43,7 @@ from .middleware import REPLAYABLE, ReadCache
 from .versionwatch import VersionWatch
 
 EXTENSION = "starter_read_cache"
-WRITTEN = "starter.readcache.written"  # session.info: the codes the transaction declared (wrote)
+WRITTEN = "starter.readcache.written"  # session.info: the changes the transaction declared (wrote)
 
 
 def allow_replay(version, depends_on=None):
@@ -48,12 +53,40 @@ def allow_replay(version, depends_on=None):
     request.environ[REPLAYABLE] = (version, request.endpoint, depends_on)
 
 
-def wrote(pxcode):
-    """Declare that the current transaction writes ``pxcode``: once it commits, this process's
-    read cache forgets only answers made of that code (and every listing) until its watch has
-    read the new version, instead of everything. Declare every code the transaction writes;
-    a commit of anything undeclared forgets everything."""
-    db.session.info.setdefault(WRITTEN, set()).add(pxcode)
+def still_current(depends_on, since, versions):
+    """Whether an answer made at version tag ``since`` of the rows ``depends_on`` names (see
+    ``allow_replay``) reads the same at ``versions`` (``models.Versions``), as this process's
+    watch knows; False whenever it cannot tell (no read cache, the whole table)."""
+    cache = of(current_app)
+    if cache is None or depends_on is None or getattr(depends_on, "total", versions.count) != versions.count:
+        return False
+    return since == versions.codes or cache.watch.unchanged(depends_on, since, versions.codes)
+
+
+def version_of_tag(is_tag, versions, depends_on, limit):
+    """The version tag, among the last ``limit`` this process's watch covers, at which
+    ``is_tag(version)`` holds (a tag another process made of the same URL) and since which
+    nothing ``depends_on`` names changed, nor the number of codes: its answer then reads as the
+    one at ``versions`` now. None if there is none, or the watch cannot tell."""
+    cache = of(current_app)
+    if cache is None or depends_on is None:
+        return None
+    watch = cache.watch
+    for version in watch.recent_versions(limit):
+        if is_tag(version):
+            unchanged = version == versions.codes or watch.unchanged(depends_on, version, versions.codes, same_count=True)
+            return version if unchanged else None
+    return None
+
+
+def wrote(pxcode, before, after):
+    """Declare that the current transaction writes ``pxcode``, its title ``before`` (None: it is
+    created) and ``after`` (None: deleted): once it commits, this process's read cache forgets only
+    the answers that change touches (``depends``: the code's own, a filter's that selects it, a
+    page whose rows it moves or, unless it is a title change, whose total it changes) until its
+    watch has read the new version, instead of everything. Declare every row the transaction
+    writes; a commit of anything undeclared forgets everything."""
+    db.session.info.setdefault(WRITTEN, set()).add(Change(pxcode, before, after))
 
 
 def of(app):
@@ -77,7 +110,7 @@ def init_app(app):
     watch = VersionWatch(url, connect_args, config["READ_CACHE_MAX_STALE"])
     metrics = observability.metrics(app)
     cache = ReadCache(
-        app.wsgi_app, watch, config, "/api/", functools.partial(authenticate, app), metrics,
+        app.wsgi_app, watch, config, "/api/", functools.partial(authenticate, app), metrics, app.json.dumps,
     )
     app.wsgi_app = cache
     app.extensions[EXTENSION] = cache

@@ -41,7 +41,7 @@ class KeptAnswer:
     """An answer of the app's, as it was sent, with what a replay of it must match."""
 
     version: str
-    depends_on: object  # a code, a filter (depends.Matching), or None: the whole table
+    depends_on: object  # a code, a filter (depends.Matching), a page (depends.Window), or None: the whole table
     endpoint: str
     route: str  # the URL rule, for the access line and the metrics
     etag: str  # unquoted
@@ -55,8 +55,9 @@ class KeptAnswer:
 class ReadCache:
     """WSGI middleware in front of the Flask app; see the package's docstring."""
 
-    def __init__(self, wsgi_app, watch, config, prefix, principal_of, metrics):
+    def __init__(self, wsgi_app, watch, config, prefix, principal_of, metrics, dumps):
         self.wsgi_app = wsgi_app
+        self.dumps = dumps  # the app's JSON provider's: a page re-rendered here reads as Flask's
         self.principal_of = principal_of  # (Authorization, users' version) -> principal or None
         self.answered_by_replay = metrics.read_cache.labels("replay")
         self.answered_by_flask = metrics.read_cache.labels("flask")
@@ -127,20 +128,13 @@ class ReadCache:
         if known is None:
             return None
         versions, written = known
-        entry = self._get((key, False))
-        if entry is not None and not self._current(entry, versions.codes, written):
-            entry = None
-        if conditional and (entry is None or _matches(environ["HTTP_IF_NONE_MATCH"], entry)):
-            # A 304 kept for this URL: replayed when the client's tag is its tag, and the full
-            # answer, if kept, has that tag too (a server that has only seen revalidations
-            # replays them).
-            full, entry = entry, self._get((key, True))
-            if (entry is None or (full is not None and entry.etag != full.etag)
-                    or not _matches(environ["HTTP_IF_NONE_MATCH"], entry)
-                    or not self._current(entry, versions.codes, written)):
+        # A revalidation: the 304 kept, if it names a tag the client holds (current, as the 304
+        # is); else the page, unless it is the client's (Flask then answers the 304, kept next).
+        entry = self._current((key, True), versions, written) if conditional else None
+        if entry is None or not _matches(environ["HTTP_IF_NONE_MATCH"], entry):
+            entry = self._current((key, False), versions, written)
+            if entry is None or (conditional and _matches(environ["HTTP_IF_NONE_MATCH"], entry)):
                 return None
-        if entry is None:
-            return None
         principal = self.principal_of(environ["HTTP_AUTHORIZATION"], versions.users)
         if principal is None:
             return None
@@ -180,18 +174,60 @@ class ReadCache:
             self._put((key, status.startswith("304")), entry)
         return [body]
 
-    def _current(self, entry, version, written):
-        """Whether ``entry`` is still the answer at ``version``: made at it, or made of rows (a
-        code, a filter's) that no write touched since; and not made of codes this process
-        ``written`` since (its own writes, seen at once)."""
-        if written and not (isinstance(entry.depends_on, str) and entry.depends_on not in written):
-            return False
+    def _current(self, key, versions, written):
+        """The answer kept under ``key`` as it is at ``versions``, or None: made at them, or made
+        of rows (a code, a filter's, a page's) that no write touched since, its total made
+        current if that alone changed; and not made of rows this process ``written`` since (its
+        own writes, seen at once)."""
+        entry = self._get(key)
+        if entry is None:
+            return None
+        depends_on, version = entry.depends_on, versions.codes
+        if written and not self._untouched_by(depends_on, written):
+            return None
         if entry.version == version:
-            return True
-        if entry.depends_on is None or not self.watch.unchanged(entry.depends_on, entry.version, version):
-            return False
+            return entry
+        if depends_on is None or not self.watch.unchanged(depends_on, entry.version, version):
+            return None
+        if getattr(depends_on, "total", versions.count) != versions.count:
+            return self._with_total(key, entry, versions)
         entry.version = version  # the answer at this version too: the next check starts here
-        return True
+        return entry
+
+    def _untouched_by(self, depends_on, written):
+        """Whether this process's own writes (``changelog.Change``s), not read by the watch yet,
+        leave what ``depends_on`` names as it was, its total included."""
+        if depends_on is None:
+            return False
+        if isinstance(depends_on, str):
+            return all(change.pxcode != depends_on for change in written)
+        if getattr(depends_on, "byte_order", False) and not self.watch.byte_order:
+            return False
+        if hasattr(depends_on, "total") and any(c.before is None or c.after is None for c in written):
+            return False  # a count the watch has not read yet
+        return not any(depends_on.touched_by(change) for change in written)
+
+    def _with_total(self, key, entry, versions):
+        """A page whose rows no write touched, re-rendered with the total at ``versions``: the
+        same bytes Flask would answer (its ETag the version's), without Flask or a query."""
+        try:
+            window, body, changed = entry.depends_on.with_total(
+                entry.body if entry.body else None, versions.count, versions.codes, self.dumps
+            )
+        except (ValueError, KeyError, TypeError):  # not a page's body: Flask answers it
+            return None
+        changed = {name.lower(): value for name, value in changed.items()}
+        if body is None:
+            body = entry.body
+        else:
+            changed["content-length"] = str(len(body))
+        headers = [(name, changed.get(name.lower(), value)) for name, value in entry.headers]
+        tag = unquote_etag(changed["etag"])[0]
+        renewed = KeptAnswer(
+            versions.codes, window, entry.endpoint, entry.route, tag, changed["etag"], entry.status, headers, body
+        )
+        self._put(key, renewed)
+        return renewed
 
     def _get(self, key):
         with self._lock:

@@ -37,6 +37,17 @@ READ_VERSIONS = str(
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2}
 APPLICATION_NAME = "starter-api version watch"  # how pg_stat_activity shows it
 
+# How the database orders the codes and titles: (provider, collation) of each column.
+# A page's window (``depends.Window``) compares keys in Python, which matches only code point order.
+READ_COLLATIONS = """
+SELECT CASE WHEN c.collname = 'default' THEN d.datlocprovider ELSE c.collprovider END,
+       CASE WHEN c.collname = 'default' THEN d.datcollate ELSE c.collcollate END
+FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation, pg_database d
+WHERE d.datname = current_database() AND a.attrelid = 'starter_pxcodes'::regclass
+  AND a.attname IN ('pxcode', 'procedure')
+"""
+CODE_POINT_COLLATIONS = frozenset({"c", "posix", "c.utf8", "c.utf-8"})
+
 # Changes remembered, at most: past this the history starts afresh (everything older counts
 # as changed), so its memory stays small whatever the writes.
 HISTORY_CHANGES_MAX = 10_000
@@ -58,9 +69,10 @@ class History:
         self.changed_at = {}  # pxcode -> the last version it changed at (or later)
         self.changes = []  # (version, changelog.Change), oldest first
 
-    def unchanged(self, depends_on, since, until):
-        """Whether what ``depends_on`` (a code, or a filter: ``depends.Matching``) names kept its
-        rows from version number ``since`` to ``until``."""
+    def unchanged(self, depends_on, since, until, same_count=False):
+        """Whether what ``depends_on`` (a code, a filter: ``depends.Matching``, a page:
+        ``depends.Window``) names kept its rows from version number ``since`` to ``until``;
+        ``same_count``: and no code was created or deleted meanwhile."""
         if not self.floor <= since <= until <= self.upto:
             return False
         if isinstance(depends_on, str):
@@ -70,7 +82,7 @@ class History:
             version, change = changes[i]
             if version <= since:
                 break
-            if depends_on.touched_by(change):
+            if depends_on.touched_by(change) or (same_count and (change.before is None or change.after is None)):
                 return False
         return True
 
@@ -84,7 +96,7 @@ class VersionWatch:
         )
         self.max_stale = max_stale
         self._heartbeat = max_stale / 4
-        self._known = None  # (Versions, time.monotonic() of the read, codes written since)
+        self._known = None  # (Versions, time.monotonic() of the read, changes written since)
         self._known_at = None  # the last read, even one a write of this process set aside
         self._history = None
         self._invalidations = 0
@@ -96,6 +108,7 @@ class VersionWatch:
         self._lock = threading.Lock()
         self._install_lock = threading.Lock()  # _known against a write's invalidate()
         self._stopped = False
+        self.byte_order = False  # the database orders keys by code point (read at each connection)
 
     def current(self):
         """Return the versions confirmed within ``max_stale`` seconds, else None."""
@@ -104,24 +117,34 @@ class VersionWatch:
 
     def known(self):
         """``(versions, written)``: the versions confirmed within ``max_stale`` seconds and the
-        codes this process wrote since (not yet in them), else None."""
+        changes this process wrote since (not yet in them), else None."""
         known = self._known
         if known is not None and time.monotonic() - known[1] < self.max_stale:
             return known[0], known[2]
         self._ensure_watching()
         return None
 
-    def unchanged(self, depends_on, since, until):
-        """Whether the rows ``depends_on`` names (a code, or a filter) are the same at version tag
-        ``until`` (a current one) as at ``since``, as the change log says; False whenever it
-        cannot tell."""
+    def recent_versions(self, limit):
+        """The version tags the history covers, newest first, at most ``limit``."""
+        history = self._history
+        if history is None:
+            return []
+        low = max(history.floor, history.upto - limit + 1)
+        return [f"{history.epoch}.{number}" for number in range(history.upto, low - 1, -1)]
+
+    def unchanged(self, depends_on, since, until, same_count=False):
+        """Whether the rows ``depends_on`` names (a code, a filter, a page) are the same at version
+        tag ``until`` (a current one) as at ``since``, as the change log says (``same_count``: and
+        the number of codes); False whenever it cannot tell."""
         history = self._history
         if history is None:
             return False
         (since_epoch, since_number), (until_epoch, until_number) = split_tag(since), split_tag(until)
         if not since_epoch == until_epoch == history.epoch:
             return False
-        return history.unchanged(depends_on, since_number, until_number)
+        if getattr(depends_on, "byte_order", False) and not self.byte_order:
+            return False
+        return history.unchanged(depends_on, since_number, until_number, same_count)
 
     def confirmed_age(self):
         """Seconds since the versions were last read, or None before the first read."""
@@ -130,8 +153,8 @@ class VersionWatch:
 
     def invalidate(self, written=None):
         """This process has just committed a write: forget the versions until read again, or,
-        given ``written`` (every code the write changed), keep them, with those codes marked
-        changed until the watch has read the new version."""
+        given ``written`` (every row the write changed, as ``changelog.Change``s), keep them, with
+        those changes marked made until the watch has read the new version."""
         with self._install_lock:
             self._invalidations += 1
             known = self._known
@@ -212,6 +235,7 @@ class VersionWatch:
             dbapi.autocommit = True
             with dbapi.cursor() as cursor:
                 cursor.execute(f"LISTEN {CHANNEL}")  # before the first read: no change slips by
+                self.byte_order = _orders_by_code_point(cursor)
                 wake = self._wake_fds[0]
                 while generation == self._generation:
                     dbapi.notifies.clear()
@@ -263,6 +287,19 @@ class VersionWatch:
             history.changed_at[change.pxcode] = number
             history.changes.append((number, change))
         history.upto = number
+
+
+def _orders_by_code_point(cursor):
+    """Whether the database sorts codes and titles by code point, as Python compares them."""
+    try:
+        cursor.execute(READ_COLLATIONS)
+        rows = cursor.fetchall()
+    except Exception:  # no table yet, an older server: compare nothing in Python
+        return False
+    return len(rows) == 2 and all(
+        provider == "b" or (provider == "c" and (collate or "").lower() in CODE_POINT_COLLATIONS)
+        for provider, collate in rows
+    )
 
 
 def _drain(fd):
