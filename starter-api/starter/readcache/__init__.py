@@ -30,7 +30,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from .. import observability
+from .. import limits, observability
 from ..auth import authenticate
 from ..config import ConfigError
 from ..db import db, engine_options
@@ -78,6 +78,7 @@ def init_app(app):
     metrics = observability.metrics(app)
     cache = ReadCache(
         app.wsgi_app, watch, config, "/api/", functools.partial(authenticate, app), metrics,
+        limits.batches(app),
     )
     app.wsgi_app = cache
     app.extensions[EXTENSION] = cache
