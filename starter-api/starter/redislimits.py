@@ -68,34 +68,47 @@ return answer
 
 class Batches:
     """One worker's hits counted in Redis and not spent yet (app.extensions[BATCHES]): per key,
-    the places ``first..last`` in the count, usable until the window's end as Redis said it."""
+    the places ``[first, last]`` in the count, usable until the window's end as Redis said it."""
 
     def __init__(self, size, keys=4096):
         self.size = size
         self._lock = threading.Lock()  # the worker's threads share the batches
-        # A bucket's batch goes with its window; the least recently used go first if many.
-        self._spare = TLRUCache(keys, ttu=lambda _key, spare, _now: spare[2], timer=time.monotonic)
+        # key: [places, expires (monotonic), reset (time.time)]. Places: a list, as two threads
+        # finding a bucket spent both reserve a batch. Gone with the window; the least recently
+        # used first if there are many.
+        self._spare = TLRUCache(keys, ttu=lambda _key, spare, _now: spare[1], timer=time.monotonic)
 
     def take(self, key):
-        """The next place of ``key``'s batch and its window's reset time, or None."""
+        """The next place of ``key``'s batches and its window's reset time, or None."""
         with self._lock:
             spare = self._spare.get(key)
-            if spare is None or spare[0] > spare[1]:
+            if not spare:
                 return None
-            place = spare[0]
-            spare[0] += 1
-            return place, spare[3]
+            places = spare[0][0]
+            place = places[0]
+            places[0] += 1
+            if places[0] > places[1]:
+                del spare[0][0]
+                if not spare[0]:
+                    del self._spare[key]
+            return place, spare[2]
 
     def has(self, key):
         with self._lock:
-            spare = self._spare.get(key)
-            return spare is not None and spare[0] <= spare[1]
+            return key in self._spare
 
     def keep(self, key, first, last, expires, reset):
         """Places ``first..last`` of ``key``, until ``expires`` (monotonic), reset at ``reset``."""
-        if first <= last and expires > time.monotonic():
-            with self._lock:
-                self._spare[key] = [first, last, expires, reset]
+        if first > last or expires <= time.monotonic():
+            return
+        with self._lock:
+            # Another batch of the key still held is of the same window: it would have ended first.
+            spare = self._spare.get(key)
+            if spare is None:
+                spare = [[], expires, reset]
+            spare[0].append([first, last])
+            spare[1] = max(spare[1], expires)  # both end no later than the key
+            self._spare[key] = spare
 
 
 class OneTripFixedWindow(FixedWindowRateLimiter):

@@ -139,3 +139,18 @@ def test_failed_logins_are_counted_one_at_a_time(make_seeded_app, auth):
         assert client.get(ITEM, headers=auth.basic("alice", "guess")).status_code == 401
     address = ("failed-login-address", client.environ_base["REMOTE_ADDR"])
     assert stock().get_window_stats(parse("6400/hour"), *address).remaining == 6400 - 3
+
+
+def test_two_batches_of_a_key_are_both_spent():
+    """Two threads of a worker finding a bucket spent both reserve a batch: neither batch is lost."""
+    from starter.redislimits import Batches
+
+    batches = Batches(32)
+    ends = time.monotonic() + 60
+    batches.keep("k", 2, 4, ends, 100.0)
+    batches.keep("k", 6, 7, ends, 100.0)
+    assert [batches.take("k") for _ in range(6)] == [(2, 100.0), (3, 100.0), (4, 100.0), (6, 100.0), (7, 100.0), None]
+    assert not batches.has("k")
+    batches.keep("k", 2, 1, ends, 100.0)  # a batch of one: the request's own hit, nothing kept
+    batches.keep("gone", 2, 9, time.monotonic(), 100.0)  # the window over
+    assert batches.take("k") is None and batches.take("gone") is None
