@@ -68,47 +68,52 @@ return answer
 
 class Batches:
     """One worker's hits counted in Redis and not spent yet (app.extensions[BATCHES]): per key,
-    the places ``[first, last]`` in the count, usable until the window's end as Redis said it."""
+    the places ``first..last`` in the count, usable until the window's end as Redis said it."""
 
     def __init__(self, size, keys=4096):
         self.size = size
         self._lock = threading.Lock()  # the worker's threads share the batches
-        # key: [places, expires (monotonic), reset (time.time)]. Places: a list, as two threads
-        # finding a bucket spent both reserve a batch. Gone with the window; the least recently
-        # used first if there are many.
-        self._spare = TLRUCache(keys, ttu=lambda _key, spare, _now: spare[1], timer=time.monotonic)
+        # key: [first, last, expires (monotonic), reset (time.time)]. Gone with the window; the
+        # least recently used first if there are many.
+        self._spare = TLRUCache(keys, ttu=lambda _key, spare, _now: spare[2], timer=time.monotonic)
+        self._reserving = set()  # keys a thread is taking a batch of
 
     def take(self, key):
-        """The next place of ``key``'s batches and its window's reset time, or None."""
+        """The next place of ``key``'s batch and its window's reset time, or None."""
         with self._lock:
             spare = self._spare.get(key)
-            if not spare:
+            if spare is None:
                 return None
-            places = spare[0][0]
-            place = places[0]
-            places[0] += 1
-            if places[0] > places[1]:
-                del spare[0][0]
-                if not spare[0]:
-                    del self._spare[key]
-            return place, spare[2]
+            place = spare[0]
+            spare[0] += 1
+            if spare[0] > spare[1]:
+                del self._spare[key]
+            return place, spare[3]
 
     def has(self, key):
         with self._lock:
             return key in self._spare
 
+    def claim(self, key):
+        """True if the caller may take a batch of ``key``: none is held or being taken (else it
+        asks for its request's own hit only). So a worker holds at most one batch of a bucket,
+        whatever its threads do: the bound in docs/api.md."""
+        with self._lock:
+            if key in self._reserving or key in self._spare:
+                return False
+            self._reserving.add(key)
+            return True
+
     def keep(self, key, first, last, expires, reset):
         """Places ``first..last`` of ``key``, until ``expires`` (monotonic), reset at ``reset``."""
-        if first > last or expires <= time.monotonic():
-            return
         with self._lock:
-            # Another batch of the key still held is of the same window: it would have ended first.
-            spare = self._spare.get(key)
-            if spare is None:
-                spare = [[], expires, reset]
-            spare[0].append([first, last])
-            spare[1] = max(spare[1], expires)  # both end no later than the key
-            self._spare[key] = spare
+            if first <= last and expires > time.monotonic():
+                self._spare[key] = [first, last, expires, reset]
+
+    def release(self, key):
+        """End a claim (after ``keep``, or instead of it)."""
+        with self._lock:
+            self._reserving.discard(key)
 
 
 class OneTripFixedWindow(FixedWindowRateLimiter):
@@ -118,12 +123,15 @@ class OneTripFixedWindow(FixedWindowRateLimiter):
         super().__init__(storage)
         self._script = storage.get_connection().register_script(SCRIPT)  # EVALSHA from then on
 
-    def _reserve(self, buckets, size):
-        """One script call: ``(first, last, expires, reset)`` of each bucket counted, in order,
-        until one is past its limit; ``first`` is the request's own hit."""
+    def _reserve(self, buckets, sizes):
+        """One script call, asking each bucket for at most its size of ``sizes``: ``(first, last,
+        expires, reset)`` of each bucket counted, in order, until one is past its limit; ``first``
+        is the request's own hit."""
         storage = self.storage
         keys = [storage.prefixed_key(item.key_for(*ids)) for item, ids in buckets]
-        args = [SHARE] + [value for item, _ in buckets for value in (item.amount, item.get_expiry(), size)]
+        args = [SHARE]
+        for (item, _), size in zip(buckets, sizes):
+            args += [item.amount, item.get_expiry(), size]
         sent, sent_at = time.monotonic(), time.time()  # before: a batch never outlives its key
         try:
             answer = self._script(keys=keys, args=args)
@@ -142,7 +150,7 @@ class OneTripFixedWindow(FixedWindowRateLimiter):
         reset time)`` of each bucket counted. One script call, or none if ``batches`` holds a hit
         of every bucket."""
         if batches is None:
-            return [(first, reset) for first, _, _, reset in self._reserve(buckets, 1)]
+            return [(first, reset) for first, _, _, reset in self._reserve(buckets, [1] * len(buckets))]
         keys = [item.key_for(*ids) for item, ids in buckets]
         reserved = {}  # key: this request's place in a batch just reserved
         counted = []
@@ -152,10 +160,18 @@ class OneTripFixedWindow(FixedWindowRateLimiter):
                 # This bucket and the later ones with no hit in hand, together.
                 trip = [at] + [later for later in range(at + 1, len(buckets))
                                if keys[later] not in reserved and not batches.has(keys[later])]
-                answers = self._reserve([buckets[index] for index in trip], batches.size)
-                for index, (first, last, expires, reset) in zip(trip, answers):
-                    batches.keep(keys[index], first + 1, last, expires, reset)
-                    reserved[keys[index]] = (first, reset)
+                claimed = [batches.claim(keys[index]) for index in trip]
+                try:
+                    answers = self._reserve([buckets[index] for index in trip],
+                                            [batches.size if mine else 1 for mine in claimed])
+                    for index, mine, (first, last, expires, reset) in zip(trip, claimed, answers):
+                        if mine:
+                            batches.keep(keys[index], first + 1, last, expires, reset)
+                        reserved[keys[index]] = (first, reset)
+                finally:  # the claims end, kept or not (an error; a bucket after a refusal)
+                    for index, mine in zip(trip, claimed):
+                        if mine:
+                            batches.release(keys[index])
                 hit = reserved[key]
             counted.append(hit)
             if hit[0] > item.amount:

@@ -1,6 +1,7 @@
 """Counters in Redis taken in batches (RATELIMIT_BATCH; docs/api.md, "Counters taken in batches")."""
 
 import time
+import uuid
 
 import pytest
 
@@ -85,8 +86,6 @@ def test_a_limit_under_twice_the_share_is_counted_one_hit_at_a_time(make_seeded_
 
 def test_a_batch_shrinks_as_its_bucket_nears_its_limit(make_app):
     """At most a 64th of what is left, at most RATELIMIT_BATCH: 1000 left: 15; 100 left: 1."""
-    import uuid
-
     from limits import parse
 
     from starter import limits
@@ -141,16 +140,50 @@ def test_failed_logins_are_counted_one_at_a_time(make_seeded_app, auth):
     assert stock().get_window_stats(parse("6400/hour"), *address).remaining == 6400 - 3
 
 
-def test_two_batches_of_a_key_are_both_spent():
-    """Two threads of a worker finding a bucket spent both reserve a batch: neither batch is lost."""
+def test_a_worker_holds_one_batch_of_a_bucket_whatever_its_threads_do():
+    """While a thread takes a batch of a bucket, or one is held, another thread that finds none in
+    hand asks for its request's own hit only: the bound (docs/api.md) counts one batch a worker."""
     from starter.redislimits import Batches
 
     batches = Batches(32)
     ends = time.monotonic() + 60
+    assert batches.claim("k") and not batches.claim("k")  # a second thread, meanwhile
     batches.keep("k", 2, 4, ends, 100.0)
-    batches.keep("k", 6, 7, ends, 100.0)
-    assert [batches.take("k") for _ in range(6)] == [(2, 100.0), (3, 100.0), (4, 100.0), (6, 100.0), (7, 100.0), None]
-    assert not batches.has("k")
+    batches.release("k")
+    assert not batches.claim("k")  # one held
+    assert [batches.take("k") for _ in range(4)] == [(2, 100.0), (3, 100.0), (4, 100.0), None]
+    assert not batches.has("k") and batches.claim("k")
+    batches.release("k")  # the call failed: nothing kept
+    assert batches.claim("k")
     batches.keep("k", 2, 1, ends, 100.0)  # a batch of one: the request's own hit, nothing kept
     batches.keep("gone", 2, 9, time.monotonic(), 100.0)  # the window over
     assert batches.take("k") is None and batches.take("gone") is None
+
+
+def test_two_threads_of_a_worker_hold_one_batch(make_seeded_app):
+    """Many threads finding a bucket spent at once: one takes a batch, the others one hit each."""
+    import threading
+
+    from limits import parse
+
+    from starter import limits
+
+    app = make_seeded_app(**redis_limits(RATELIMIT_BATCH=32))
+    strategy, batches = limits.limiter.limiter, limits.batches(app)
+    item, key = parse("100000/hour"), ("batch-test", uuid.uuid4().hex)
+    counter = strategy.storage.prefixed_key(item.key_for(*key))
+    start = threading.Barrier(8)
+
+    def hit():
+        start.wait()
+        strategy.count([(item, key)], batches)
+
+    threads = [threading.Thread(target=hit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    counted = int(strategy.storage.get_connection().get(counter))
+    # One batch of 32 (its first hit a thread's), and a hit of its own for each thread that
+    # found the batch being taken; each thread taking a batch would make up to 8 x 32.
+    assert 32 <= counted <= 32 + 7
