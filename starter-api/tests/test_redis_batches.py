@@ -187,3 +187,19 @@ def test_two_threads_of_a_worker_hold_one_batch(make_seeded_app):
     # One batch of 32 (its first hit a thread's), and a hit of its own for each thread that
     # found the batch being taken; each thread taking a batch would make up to 8 x 32.
     assert 32 <= counted <= 32 + 7
+
+
+def test_the_batch_is_a_setting_of_the_environment():
+    from starter.config import ConfigError, load
+
+    assert load("production", environ={"SECRET_KEY": "k"})["RATELIMIT_BATCH"] == 32
+    assert load("production", environ={"SECRET_KEY": "k", "RATELIMIT_BATCH": "1"})["RATELIMIT_BATCH"] == 1
+    with pytest.raises(ConfigError, match="RATELIMIT_BATCH"):
+        load("production", environ={"SECRET_KEY": "k", "RATELIMIT_BATCH": "0"})
+
+
+def test_one_hit_at_a_time_keeps_no_batches(make_app):
+    from starter import limits
+
+    assert limits.batches(make_app(**redis_limits(RATELIMIT_BATCH=1))) is None
+    assert limits.batches(make_app(RATELIMIT_BATCH=32)) is None  # memory://: nothing to batch
