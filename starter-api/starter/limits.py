@@ -4,9 +4,9 @@ Counters live in ``RATELIMIT_STORAGE_URI``. In Redis (the Compose stack) every w
 replica shares them, and no limit is exceeded (taken in batches, a limit of 128 or more per
 window may refuse a bounded number of requests early: docs/api.md). ``memory://`` is per
 process: no counter is shared between granian's workers, so each of the ``WEB_CONCURRENCY``
-workers allows its share of every limit (the amount divided by the workers, at least one). A client never
-gets more than the limit; it may be refused a little earlier, as its requests need not
-spread evenly over the workers.
+workers allows its share of every limit (the amount divided by the workers, at least one).
+A client never gets more than the limit; it may be refused a little earlier, as its requests
+need not spread evenly over the workers.
 
 In Redis, every limit of an API request, and the values of its headers, cost one round trip
 (``redislimits``: a script, in flask-limiter's own keys), by either path: Flask (``per_user``
