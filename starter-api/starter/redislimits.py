@@ -37,6 +37,7 @@ BATCHES = "starter.ratelimit_batches"  # app.extensions: this worker's Batches, 
 # A batch takes at most this share of what is left of a limit: the workers of every replica
 # together hold few of the hits a limit has left, and a limit under 2 x SHARE stays exact.
 SHARE = 64
+WAIT = 1.0  # seconds a thread waits for another's batch (the calls time out after 0.5 s)
 
 # KEYS: the buckets in order; ARGV: SHARE, then each one's limit, window (seconds) and largest
 # batch. limits' own script (incr_expire.lua: INCRBY, EXPIRE on the first) per bucket, with the
@@ -72,23 +73,30 @@ class Batches:
 
     def __init__(self, size, keys=4096):
         self.size = size
-        self._lock = threading.Lock()  # the worker's threads share the batches
+        self._lock = threading.Condition()  # the worker's threads share the batches
         # key: [first, last, expires (monotonic), reset (time.time)]. Gone with the window; the
         # least recently used first if there are many.
         self._spare = TLRUCache(keys, ttu=lambda _key, spare, _now: spare[2], timer=time.monotonic)
         self._reserving = set()  # keys a thread is taking a batch of
 
-    def take(self, key):
-        """The next place of ``key``'s batch and its window's reset time, or None."""
+    def take(self, key, wait=WAIT):
+        """The next place of ``key``'s batch and its window's reset time, if one is held or (after
+        waiting) another thread was taking one; else claims a batch (``claim``): ``(hit, claimed)``.
+        The thread that would have made its own call meanwhile waits for that one instead."""
         with self._lock:
-            spare = self._spare.get(key)
-            if spare is None:
-                return None
-            place = spare[0]
-            spare[0] += 1
-            if spare[0] > spare[1]:
-                del self._spare[key]
-            return place, spare[3]
+            while True:
+                spare = self._spare.get(key)
+                if spare is not None:
+                    place = spare[0]
+                    spare[0] += 1
+                    if spare[0] > spare[1]:
+                        del self._spare[key]
+                    return (place, spare[3]), False
+                if key not in self._reserving:
+                    self._reserving.add(key)
+                    return None, True
+                if not self._lock.wait(wait):
+                    return None, False
 
     def has(self, key):
         with self._lock:
@@ -114,6 +122,7 @@ class Batches:
         """End a claim (after ``keep``, or instead of it)."""
         with self._lock:
             self._reserving.discard(key)
+            self._lock.notify_all()
 
 
 class OneTripFixedWindow(FixedWindowRateLimiter):
@@ -155,12 +164,15 @@ class OneTripFixedWindow(FixedWindowRateLimiter):
         reserved = {}  # key: this request's place in a batch just reserved
         counted = []
         for at, ((item, _), key) in enumerate(zip(buckets, keys)):
-            hit = reserved.get(key) or batches.take(key)
+            hit = reserved.get(key)
+            if hit is None:
+                hit, mine = batches.take(key)
             if hit is None:
                 # This bucket and the later ones with no hit in hand, together.
-                trip = [at] + [later for later in range(at + 1, len(buckets))
-                               if keys[later] not in reserved and not batches.has(keys[later])]
-                claimed = [batches.claim(keys[index]) for index in trip]
+                later = [index for index in range(at + 1, len(buckets))
+                         if keys[index] not in reserved and not batches.has(keys[index])]
+                trip = [at, *later]
+                claimed = [mine] + [batches.claim(keys[index]) for index in later]
                 try:
                     answers = self._reserve([buckets[index] for index in trip],
                                             [batches.size if mine else 1 for mine in claimed])
