@@ -176,6 +176,9 @@ class Config:
             # Limits a well-behaved client never meets; failed logins far tighter.
             RATELIMIT_ENABLED=env_bool(environ, "RATELIMIT_ENABLED", True),
             RATELIMIT_STORAGE_URI=environ.get("RATELIMIT_STORAGE_URI") or "memory://",
+            # Hits of an API request's limits a worker takes from Redis at once (1: each request
+            # counted on its own; docs/api.md, "Counters taken in batches").
+            RATELIMIT_BATCH=env_int(environ, "RATELIMIT_BATCH", 32, minimum=1),
             RATELIMIT_PER_USER=environ.get("RATELIMIT_PER_USER") or "500 per second",
             RATELIMIT_PER_ADDRESS=environ.get("RATELIMIT_PER_ADDRESS") or "1000 per second",
             # Per user name; per address looser (one address may be many users behind a proxy).

@@ -1,16 +1,19 @@
 """Rate limits (flask-limiter): per address, per user, and harder on failed logins.
 
 Counters live in ``RATELIMIT_STORAGE_URI``. In Redis (the Compose stack) every worker and
-replica shares them, and a limit is exact. ``memory://`` is per process: no counter is
-shared between granian's workers, so each of the ``WEB_CONCURRENCY`` workers allows its
-share of every limit (the amount divided by the workers, at least one). A client never
-gets more than the limit; it may be refused a little earlier, as its requests need not
-spread evenly over the workers.
+replica shares them, and no limit is exceeded (taken in batches, a limit of 128 or more per
+window may refuse a bounded number of requests early: docs/api.md). ``memory://`` is per
+process: no counter is shared between granian's workers, so each of the ``WEB_CONCURRENCY``
+workers allows its share of every limit (the amount divided by the workers, at least one).
+A client never gets more than the limit; it may be refused a little earlier, as its requests
+need not spread evenly over the workers.
 
 In Redis, every limit of an API request, and the values of its headers, cost one round trip
 (``redislimits``: a script, in flask-limiter's own keys), by either path: Flask (``per_user``
 announces the two buckets that flask-limiter then hits) or the read cache's replays
-(``count_together``).
+(``count_together``). With ``RATELIMIT_BATCH`` > 1, a worker takes an API request's hits from
+Redis in batches and most requests cost no round trip (docs/api.md, "Counters taken in
+batches"); failed logins are counted one at a time.
 
 Failed logins are counted twice: per user name (a guessed password) and, looser, per
 address (names sprayed from one place). Only credentials the app has not verified
@@ -115,13 +118,14 @@ def request_buckets(config, address, username, endpoint):
     return sorted([per_address, per_user], key=lambda bucket: bucket[0]), per_address
 
 
-def count_together(buckets, shown):
+def count_together(buckets, shown, batches=None):
     """Hit ``buckets`` in order until one refuses, as flask-limiter would. The window
     ``(reset, remaining)`` of ``shown`` (one of them) if all admit the request, ``()`` for
-    ``shown=None``, else None. In Redis, one round trip; may raise ``StorageError``."""
+    ``shown=None``, else None. In Redis, one round trip, or none with a hit of each bucket in
+    ``batches`` (the app's ``batches(app)``); may raise ``StorageError``."""
     strategy = limiter.limiter
     if isinstance(strategy, redislimits.OneTripFixedWindow):
-        counted = strategy.count(buckets)  # stops at the first refusal
+        counted = strategy.count(buckets, batches)  # stops at the first refusal
         if len(counted) < len(buckets) or counted[-1][0] > buckets[-1][0].amount:
             return None
         if shown is None:
@@ -207,3 +211,10 @@ def init_app(app):
         # The same strategy, in fewer round trips (redislimits). flask-limiter takes only a
         # strategy's name: its instance is set in its place.
         limiter._limiter = redislimits.OneTripFixedWindow(storage)
+        if app.config.get("RATELIMIT_BATCH", 1) > 1:
+            app.extensions[redislimits.BATCHES] = redislimits.Batches(app.config["RATELIMIT_BATCH"])
+
+
+def batches(app):
+    """The app's batches of hits counted in Redis and not yet spent (None: one hit at a time)."""
+    return app.extensions.get(redislimits.BATCHES)

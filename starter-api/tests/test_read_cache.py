@@ -253,8 +253,9 @@ def test_replays_count_against_the_per_user_limit(make_cached_app, auth):
 
 
 def test_a_replay_with_counters_in_redis_is_one_round_trip(make_cached_app, auth):
-    """Issue 12: both limits and the headers' values in one call to Redis (it was four)."""
-    app = make_cached_app(**redis_limits())
+    """Issue 12: both limits and the headers' values in one call to Redis (it was four), one hit at
+    a time (RATELIMIT_BATCH=1; batched, test_a_batched_replay_mostly_makes_no_round_trip)."""
+    app = make_cached_app(**redis_limits(RATELIMIT_BATCH=1))
     client = app.test_client()
     _, plain = new_caller(app, client)
     first = client.get(ITEM, headers=plain)
@@ -269,6 +270,24 @@ def test_a_replay_with_counters_in_redis_is_one_round_trip(make_cached_app, auth
         assert again.status_code == status
         assert len(sent) == 1, command_names(sent)
     assert int(again.headers["X-RateLimit-Remaining"]) == int(first.headers["X-RateLimit-Remaining"]) - 3
+
+
+def test_a_batched_replay_mostly_makes_no_round_trip(make_cached_app, auth):
+    """Issue 12: with RATELIMIT_BATCH, a replay takes its hits from the worker's batches: 40 replays,
+    both limits counted, in 2 calls to Redis (one per batch of 32 each), and the headers count down."""
+    limits = {"RATELIMIT_PER_USER": "100000 per hour", "RATELIMIT_PER_ADDRESS": "200000 per hour"}
+    app = make_cached_app(**redis_limits(RATELIMIT_BATCH=32, **limits))
+    client = app.test_client()
+    _, headers = new_caller(app, client)
+    first = client.get(ITEM, headers=headers)  # Flask's: the first batch of each bucket
+    watching(app)
+    hits = cache_of(app).hits
+    with redis_round_trips() as sent:
+        replays = [client.get(ITEM, headers=headers) for _ in range(80)]  # hits 2 to 81
+    assert cache_of(app).hits == hits + 80
+    assert len(sent) == 2, command_names(sent)  # at hits 33 and 65; one hit at a time: 80
+    remaining = [int(r.headers["X-RateLimit-Remaining"]) for r in [first, *replays]]
+    assert remaining == list(range(200000 - 1, 200000 - 82, -1))
 
 
 def test_replays_and_flask_in_two_apps_share_one_budget_in_redis(make_cached_app, auth):

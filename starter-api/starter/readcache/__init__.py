@@ -34,7 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from .. import observability
+from .. import limits, observability
 from ..changelog import Change
 from ..auth import authenticate
 from ..config import ConfigError
@@ -111,6 +111,7 @@ def init_app(app):
     metrics = observability.metrics(app)
     cache = ReadCache(
         app.wsgi_app, watch, config, "/api/", functools.partial(authenticate, app), metrics, app.json.dumps,
+        limits.batches(app),
     )
     app.wsgi_app = cache
     app.extensions[EXTENSION] = cache

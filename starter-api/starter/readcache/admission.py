@@ -21,8 +21,9 @@ class Admission:
     (Flask falls back to counting in memory).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, batches=None):
         self._config = config
+        self._batches = batches  # limits.batches(app)
         self._store_down_until = 0.0
 
     def admit(self, address, username, endpoint):
@@ -33,8 +34,9 @@ class Admission:
         config = self._config
         buckets, per_address = request_buckets(config, address, username, endpoint)
         try:
-            # One round trip in Redis (limits.count_together).
-            window = count_together(buckets, per_address if config.get("RATELIMIT_HEADERS_ENABLED") else None)
+            # One round trip in Redis at most (limits.count_together).
+            shown = per_address if config.get("RATELIMIT_HEADERS_ENABLED") else None
+            window = count_together(buckets, shown, self._batches)
         except StorageError:
             self._store_down_until = time.monotonic() + 1.0
             return None

@@ -55,14 +55,14 @@ class KeptAnswer:
 class ReadCache:
     """WSGI middleware in front of the Flask app; see the package's docstring."""
 
-    def __init__(self, wsgi_app, watch, config, prefix, principal_of, metrics, dumps):
+    def __init__(self, wsgi_app, watch, config, prefix, principal_of, metrics, dumps, batches=None):
         self.wsgi_app = wsgi_app
         self.dumps = dumps  # the app's JSON provider's: a page re-rendered here reads as Flask's
         self.principal_of = principal_of  # (Authorization, users' version) -> principal or None
         self.answered_by_replay = metrics.read_cache.labels("replay")
         self.answered_by_flask = metrics.read_cache.labels("flask")
         self.watch = watch
-        self.admission = Admission(config)
+        self.admission = Admission(config, batches)
         self.prefix = prefix
         self.hits = 0  # replays served: for tests and the curious
         # Bounded in bytes (READ_CACHE_BYTES) and in answers (READ_CACHE_ENTRIES).
