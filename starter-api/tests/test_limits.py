@@ -256,8 +256,6 @@ def test_the_worker_count_defaults_to_serve_pys():
     spec = importlib.util.spec_from_file_location("serve", Path(__file__).resolve().parents[1] / "serve.py")
     serve = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(serve)
-    import os
-
     clean = {k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY"}
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("WEB_CONCURRENCY", raising=False)

@@ -4,7 +4,9 @@ On the real PostgreSQL (its notifications keep the cache honest); SQLite runs
 without it. Every test checks that a replay happened (``hits``) where it claims one.
 """
 
+import functools
 import sys
+import threading
 import time
 
 import pytest
@@ -763,19 +765,23 @@ def test_a_page_from_the_render_cache_keeps_what_it_depends_on(cached_app, auth,
     assert was_replayed and again.data == first.data
 
 
-def test_until_the_watch_has_read_its_write_a_worker_replays_what_it_did_not_write(cached_app, auth, monkeypatch):
-    import threading
+def holding_the_watch(cached_app, monkeypatch):
+    """Hold the version watch's thread before it can learn of the next write, until the returned
+    event is set (at most 5 s): the worker then knows only of its own writes."""
+    watching(cached_app)
+    watch = cache_of(cached_app).watch
+    held, real = threading.Event(), watch._follow_changes
+    monkeypatch.setattr(watch, "_follow_changes", lambda *a: (held.wait(5), real(*a)))
+    return held
 
+
+def test_until_the_watch_has_read_its_write_a_worker_replays_what_it_did_not_write(cached_app, auth, monkeypatch):
     client = cached_app.test_client()
     for _ in range(2):
         first = client.get(ITEM, headers=auth.basic())
         other = client.get(OTHER, headers=auth.basic())
         client.get(LIST, headers=auth.basic())
-    watching(cached_app)
-    watch = cache_of(cached_app).watch
-    # The watch's thread is held before it can learn of the write.
-    held, real = threading.Event(), watch._follow_changes
-    monkeypatch.setattr(watch, "_follow_changes", lambda *a: (held.wait(5), real(*a)))
+    held = holding_the_watch(cached_app, monkeypatch)
     try:
         changed = client.patch(
             OTHER, json={"procedure": "CHANGED BY THE API"},
@@ -848,14 +854,15 @@ def test_a_server_that_has_only_seen_revalidations_replays_them(cached_app, auth
 
 def test_identical_first_requests_wait_for_the_one_flask_answers(cached_app, auth):
     """A burst of the same request (clients' first, on a cold worker): Flask answers it once."""
-    import threading
-
     client = cached_app.test_client()
     client.get(LIST, headers=auth.basic())  # the credentials verified, the watch started
     watching(cached_app)
     view = cached_app.view_functions["api.get_pxcode"]
     calls = []
 
+    # The view's own name: flask-limiter (one object for every app of the process) knows a view's
+    # limits by it and remembers them; another name would leave the next tests' apps unlimited.
+    @functools.wraps(view)
     def slow_view(*args, **kwargs):
         calls.append(1)
         time.sleep(0.3)  # every other request arrives while this one is in Flask
@@ -893,6 +900,15 @@ def as_flask_answers(app, client, url, headers):
     return response
 
 
+def kept_with_their_304s(client, auth, urls):
+    """Each URL's answer (the second round's), its 200 and its 304 kept by the read cache."""
+    for _ in range(2):
+        first = {url: client.get(url, headers=auth.basic()) for url in urls}
+        for url in urls:
+            assert client.get(url, headers={**auth.basic(), "If-None-Match": first[url].headers["ETag"]}).status_code == 304
+    return first
+
+
 @pytest.mark.parametrize(
     "sql, kept",
     [
@@ -910,10 +926,7 @@ def as_flask_answers(app, client, url, headers):
 def test_an_unfiltered_page_is_flushed_only_by_a_change_of_its_rows(cached_app, auth, outside, sql, kept):
     client = cached_app.test_client()
     urls = (PAGE_1, BY_TITLE, BY_CODE_DOWN)
-    for _ in range(2):
-        first = {url: client.get(url, headers=auth.basic()) for url in urls}
-        for url in urls:  # the 304s kept too
-            assert client.get(url, headers={**auth.basic(), "If-None-Match": first[url].headers["ETag"]}).status_code == 304
+    first = kept_with_their_304s(client, auth, urls)
     before = watching(cached_app)
     assert all(replayed(cached_app, client, url, auth.basic())[1] for url in urls)
     outside(sql)
@@ -947,10 +960,7 @@ def test_a_page_before_a_created_or_deleted_code_is_answered_with_the_new_total(
 ):
     client = cached_app.test_client()
     urls = (PAGE_1, BY_TITLE, BY_CODE_DOWN)
-    for _ in range(2):
-        first = {url: client.get(url, headers=auth.basic()) for url in urls}
-        for url in urls:  # the 304s kept too
-            assert client.get(url, headers={**auth.basic(), "If-None-Match": first[url].headers["ETag"]}).status_code == 304
+    first = kept_with_their_304s(client, auth, urls)
     before = watching(cached_app)
     outside(sql)
     moved_on(cached_app, before)
@@ -1101,18 +1111,13 @@ def test_a_title_window_is_touched_by_a_title_moved_across_or_onto_it(before, af
 def test_until_the_watch_has_read_its_write_a_worker_replays_the_pages_it_left_as_they_were(
     cached_app, auth, monkeypatch
 ):
-    import threading
-
     client = cached_app.test_client()
     urls = (PAGE_1, BY_TITLE, BY_WORD)
     for _ in range(2):
         first = {url: client.get(url, headers=auth.basic()) for url in urls}
         outside_page = client.get("/api/v1.0/pxcodes/069", headers=auth.basic())
         on_page = client.get("/api/v1.0/pxcodes/057", headers=auth.basic())
-    watching(cached_app)
-    watch = cache_of(cached_app).watch
-    held, real = threading.Event(), watch._follow_changes
-    monkeypatch.setattr(watch, "_follow_changes", lambda *a: (held.wait(5), real(*a)))
+    held = holding_the_watch(cached_app, monkeypatch)
     try:
         # A title changed outside the pages (069 is after page 1 in both orders; no HEART).
         changed = client.patch(
