@@ -542,6 +542,11 @@ def main():
             # Who answered the failures: the app (upstream_status 503) or nginx (no replica).
             lines = [line for line in _read(proxy.access_log).splitlines() if '" 50' in line]
             say("--- the proxy's 5xx lines:\n" + "\n".join(lines[-8:]))
+            for replica in replicas:  # an app's 500 is logged with its traceback
+                log = replica.log()
+                if "Traceback" in log:
+                    say(f"--- replica {replica.port}'s log from its first traceback:\n"
+                        f"{log[log.index('Traceback'):][:3000]}")
         tear_down(replicas, proxy, redis, pg, tmp)
     failed = [r for r in results if not r[0]]
     say(f"took {time.monotonic() - started:.0f} s; load average {load_average()}")

@@ -71,12 +71,13 @@ class Batches:
     """One worker's hits counted in Redis and not spent yet (app.extensions[BATCHES]): per key,
     the places ``first..last`` in the count, usable until the window's end as Redis said it."""
 
-    def __init__(self, size, keys=4096):
+    def __init__(self, size, keys=4096, timer=time.monotonic):
         self.size = size
+        self._timer = timer
         self._lock = threading.Condition()  # the worker's threads share the batches
         # key: [first, last, expires (monotonic), reset (time.time)]. Gone with the window; the
         # least recently used first if there are many.
-        self._spare = TLRUCache(keys, ttu=lambda _key, spare, _now: spare[2], timer=time.monotonic)
+        self._spare = TLRUCache(keys, ttu=lambda _key, spare, _now: spare[2], timer=timer)
         self._reserving = set()  # keys a thread is taking a batch of
 
     def take(self, key, wait=WAIT):
@@ -90,7 +91,8 @@ class Batches:
                     place = spare[0]
                     spare[0] += 1
                     if spare[0] > spare[1]:
-                        del self._spare[key]
+                        # pop: the window may have ended since the get (del would raise).
+                        self._spare.pop(key, None)
                     return (place, spare[3]), False
                 if key not in self._reserving:
                     self._reserving.add(key)
@@ -115,7 +117,7 @@ class Batches:
     def keep(self, key, first, last, expires, reset):
         """Places ``first..last`` of ``key``, until ``expires`` (monotonic), reset at ``reset``."""
         with self._lock:
-            if first <= last and expires > time.monotonic():
+            if first <= last and expires > self._timer():
                 self._spare[key] = [first, last, expires, reset]
 
     def release(self, key):

@@ -206,3 +206,23 @@ def test_one_hit_at_a_time_keeps_no_batches(make_app):
 
     assert limits.batches(make_app(**redis_limits(RATELIMIT_BATCH=1))) is None
     assert limits.batches(make_app(RATELIMIT_BATCH=32)) is None  # memory://: nothing to batch
+
+
+def test_a_batch_whose_window_ends_while_its_last_hit_is_taken_is_no_error():
+    """The window's end between finding the batch and dropping it (seen as a 500 under load
+    through the proxy: the cache's delete of an expired key raised)."""
+    from starter.redislimits import Batches
+
+    clock = [100.0]
+    batches = Batches(32, timer=lambda: clock[0])
+    batches.keep("bucket", 7, 7, 101.0, 1234.0)
+    found = batches._spare.get
+
+    def found_then_the_window_ends(key, default=None):
+        spare = found(key, default)
+        clock[0] = 102.0
+        return spare
+
+    batches._spare.get = found_then_the_window_ends
+    assert batches.take("bucket") == ((7, 1234.0), False)
+    assert not batches.has("bucket")
