@@ -405,9 +405,11 @@ def rolling_restart(replicas, proxy, database_url, make_replica, etag):
         for i in range(len(replicas)):
             t0 = time.monotonic()
             code = replicas[i].stop()
+            drained = " ".join(line.split("] ", 1)[-1] for line in replicas[i].log().splitlines() if "drain" in line)
             replicas[i] = make_replica(i)
             replicas[i].wait_ready()
-            steps.append(f"{replicas[i].port}: exit {code}, ready again after {time.monotonic() - t0:.1f} s")
+            steps.append(f"{replicas[i].port}: exit {code} ({drained or 'no drain'}), ready again after "
+                         f"{time.monotonic() - t0:.1f} s")
             time.sleep(1)
         time.sleep(2)
     failed = load.failed_reads()

@@ -52,3 +52,25 @@ def test_rate_limit_refusals_are_counted_by_limit(make_seeded_app, auth):
     assert _value(app, "starter_rate_limit_refusals_total", limit="per-user") == 1
     assert _value(app, "starter_rate_limit_refusals_total", limit="failed-login-user") == 1
 
+
+
+def test_the_sampling_thread_ends_with_its_app(tmp_path):
+    """One app per worker in production, but many per test process: a thread kept for each would
+    keep every app, its engine and pool, alive and waking each second."""
+    import gc
+    import threading
+
+    from starter import create_app
+
+    def samplers():
+        return [t for t in threading.enumerate() if t.name == "metrics-sampler"]
+
+    before = samplers()
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.sqlite", "SECRET_KEY": "x", "LOG_DIR": None})
+    assert app.test_client().get("/healthz").status_code == 200  # a request starts the sampling
+    started = [t for t in samplers() if t not in before]
+    assert len(started) == 1
+    del app
+    gc.collect()
+    started[0].join(timeout=5)
+    assert not started[0].is_alive(), "the sampling thread outlived its app"

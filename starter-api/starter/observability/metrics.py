@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import time
+import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -99,16 +100,16 @@ class Metrics:
             if self._sampling_pid == os.getpid():
                 return
             self._sampling_pid = os.getpid()
-            threading.Thread(target=self._sample_forever, name="metrics-sampler", daemon=True).start()
+            # By weak reference: the thread ends with its app (tests make many in one process).
+            threading.Thread(target=_sample_forever, args=(weakref.ref(self),), name="metrics-sampler",
+                             daemon=True).start()
 
-    def _sample_forever(self):
-        while True:
-            for sample in self._samplers:
-                try:
-                    sample()
-                except Exception:  # a gauge left as it was must not end the others
-                    log.exception("a metrics sampler failed")
-            time.sleep(SAMPLE_SECONDS)
+    def sample(self):
+        for sample in self._samplers:
+            try:
+                sample()
+            except Exception:  # a gauge left as it was must not end the others
+                log.exception("a metrics sampler failed")
 
     def count_request(self, route, method, status, seconds):
         """Count one answer; the label children are kept, so a request costs two increments."""
@@ -159,3 +160,14 @@ def serve_metrics(port, host, directory):
     _LiveWorkers(registry, path=directory)
     server, _ = start_http_server(port, addr=host, registry=registry)
     return server
+
+
+def _sample_forever(metrics_ref):
+    """Sample every SAMPLE_SECONDS while the app's ``Metrics`` lives."""
+    while True:
+        metrics = metrics_ref()
+        if metrics is None:
+            return
+        metrics.sample()
+        del metrics
+        time.sleep(SAMPLE_SECONDS)
