@@ -28,6 +28,7 @@ DRAINING = "starter.draining"  # set in the WSGI environ while the worker drains
 _WORKERS_LISTEN_FOR_IT = "STARTER_DRAIN_ON_SIGUSR1"  # set by the master for the workers it starts
 _LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 POLL_SECONDS = 0.1
+QUEUE_WAIT = 0.2  # seconds the server has to accept what its accept queues hold, before they close
 
 log = logging.getLogger("starter.draining")
 
@@ -45,7 +46,10 @@ class Draining:
     def _start(self, signum=None, frame=None):
         if not self.draining:
             self.draining = True
-            stop_listening()
+            try:
+                stop_listening()
+            except OSError:  # still listening: the drain then only closes connections after answers
+                log.exception("draining: could not stop listening")
 
     def __call__(self, environ, start_response):
         if not self.draining:
@@ -78,7 +82,8 @@ def _socket_inodes(pid):
 
 
 def _tcp_sockets():
-    """{inode: (local port, state)} of every TCP socket of this network namespace (IPv4 and IPv6)."""
+    """{inode: (local port, state, queued)} of every TCP socket of this network namespace (IPv4 and
+    IPv6); ``queued``, for a listening socket, is its accept queue's length."""
     sockets = {}
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -88,22 +93,41 @@ def _tcp_sockets():
             continue
         for line in lines:
             fields = line.split()
-            sockets[fields[9]] = (int(fields[1].rsplit(":", 1)[1], 16), fields[3])
+            queued = int(fields[4].split(":")[1], 16)
+            sockets[fields[9]] = (int(fields[1].rsplit(":", 1)[1], 16), fields[3], queued)
     return sockets
+
+
+def _listening_fds():
+    """{inode: fd} of this process's listening TCP sockets."""
+    sockets = _tcp_sockets()
+    return {inode: fd for inode, fd in _socket_inodes(os.getpid()).items()
+            if inode in sockets and sockets[inode][1] == _LISTEN}
 
 
 def stop_listening():
     """Refuse new connections from now on, in this process, and keep serving the open ones.
 
-    Each listening TCP socket's descriptor is pointed at a new socket that listens on a port of its
-    own nobody knows: the old socket is closed, so the kernel refuses (or, with SO_REUSEPORT, hands
-    to another process) the next connections, while the server's accept loop waits on a socket that
-    never gets one. Shutting the old socket down instead makes granian's accept loop spin on errors.
+    Closing a listening socket resets the connections still in its accept queue, on which a proxy
+    may already have sent a request. So first the queue is shut to new ones (``listen(0)``: a new
+    connection's SYN is dropped, and tried again a second later, when it is refused) and the server
+    accepts what is queued (at most QUEUE_WAIT). Then each listening descriptor is pointed at a new
+    socket that listens on a port nobody knows: the old socket is closed, so the kernel refuses (or,
+    with SO_REUSEPORT, hands to another process) the next connections, while the server's accept
+    loop waits on a socket that never gets one. Shutting the old socket down instead makes
+    granian's accept loop spin on errors.
     """
-    states = _tcp_sockets()
-    for inode, fd in _socket_inodes(os.getpid()).items():
-        if inode not in states or states[inode][1] != _LISTEN:
-            continue
+    listening = _listening_fds()
+    for fd in listening.values():
+        with socket.socket(fileno=os.dup(fd)) as listener:
+            listener.listen(0)
+    deadline = time.monotonic() + QUEUE_WAIT
+    while time.monotonic() < deadline:
+        sockets = _tcp_sockets()
+        if not any(sockets.get(inode, (0, _LISTEN, 0))[2] for inode in listening):
+            break
+        time.sleep(0.005)
+    for fd in listening.values():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as idle:
             idle.bind(("127.0.0.1", 0))
             idle.listen(1)
