@@ -24,7 +24,13 @@ import time
 from sqlalchemy import text
 
 from . import dbhealth, readcache
+from .api.pxcodes import page_caches
 from .db import db
+from .http.pagination import PageArgs, render_page
+from .limits import limiter
+from .models import DataVersion, PxCode, User
+from .queries import PxCodeListing
+from .redislimits import OneTripFixedWindow
 
 WORKERS_DIR_ENV = "SERVER_WARM_DIR"  # set by serve.py: where each warm worker leaves its pid
 POLL = 0.02  # seconds between looks at the watch and at the other workers
@@ -96,9 +102,6 @@ def _first_read(app, deadline):
 
 
 def _load_limit_script(app, deadline):
-    from .limits import limiter
-    from .redislimits import OneTripFixedWindow
-
     strategy = limiter.limiter if limiter.enabled else None
     if isinstance(strategy, OneTripFixedWindow):
         strategy.count([])  # no bucket: loads the script (EVALSHA from then on) and a connection
@@ -107,11 +110,6 @@ def _load_limit_script(app, deadline):
 def _hot_paths(app, deadline):
     """The pages, item and searches a client asks for first, made as their views make them
     (without HTTP, credentials or the read cache): statements compiled, page anchors built."""
-    from .api.pxcodes import page_caches
-    from .http.pagination import PageArgs, render_page
-    from .models import DataVersion, PxCode, User
-    from .queries import PxCodeListing
-
     pager, _ = page_caches(app)
     User.by_username("")  # basic auth's lookup, compiled
     db.session.get(User, 0)  # a token's

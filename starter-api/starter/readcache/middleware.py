@@ -201,7 +201,7 @@ class ReadCache:
             return False
         if isinstance(depends_on, str):
             return all(change.pxcode != depends_on for change in written)
-        if getattr(depends_on, "byte_order", False) and not self.watch.byte_order:
+        if not self.watch.can_compare(depends_on):
             return False
         if hasattr(depends_on, "total") and any(c.before is None or c.after is None for c in written):
             return False  # a count the watch has not read yet

@@ -142,9 +142,14 @@ class VersionWatch:
         (since_epoch, since_number), (until_epoch, until_number) = split_tag(since), split_tag(until)
         if not since_epoch == until_epoch == history.epoch:
             return False
-        if getattr(depends_on, "byte_order", False) and not self.byte_order:
+        if not self.can_compare(depends_on):
             return False
         return history.unchanged(depends_on, since_number, until_number, same_count)
+
+    def can_compare(self, depends_on):
+        """Whether changes can be tested against ``depends_on`` in Python: a page's window only
+        where the database orders its keys by code point, as Python does."""
+        return self.byte_order or not getattr(depends_on, "byte_order", False)
 
     def confirmed_age(self):
         """Seconds since the versions were last read, or None before the first read."""
