@@ -3,14 +3,16 @@ configuration (proxy/nginx.conf, the file the Compose proxy uses), one PostgreSQ
 this machine's loopback and without Docker. Run by stack/test-replicas.sh (which installs what it needs).
 
 It checks and prints:
+  0. the proxy's own answers when no replica gives one: 503 when every replica refused the request
+     (nothing was done), 502 when one took it and closed without answering (a write's outcome unknown)
   1. the same URL answers the same body and ETag from every replica; a 304 from one replica honours
      another's ETag
   2. the rate-limit budget is shared: the per-user limit is reached at its number summed over replicas
   3. a write through one replica is read back through every other: the largest staleness seen
   4. kill -9 of one replica under 64 clients reading for 20 s: no failed read; every write in flight is
      either acknowledged and stored, or failed and not stored
-  5. a rolling restart (each replica in turn: SIGTERM, start again, wait ready) under the same load:
-     no failed request
+  5. a rolling restart (each replica in turn: SIGTERM, start again, wait until the proxy sends it
+     requests again) under the same load: no failed request
   6. throughput through the proxy with 1, 2 and 3 replicas, and the proxy's own cost (one replica
      direct vs through nginx), with wrk
 
@@ -53,6 +55,7 @@ from servers import (  # noqa: E402
 
 PROXY_CONF = ROOT / "proxy" / "nginx.conf"
 REPLICAS = 3
+FAIL_TIMEOUT = 5  # nginx's fail_timeout for each replica, as in proxy/compose/upstream-servers.conf
 READERS = 64  # clients reading through the proxy during the kill and the rolling restart
 WRITERS = 2  # clients creating codes through the proxy meanwhile, ~8 writes/s each
 LOAD_SECONDS = 20
@@ -118,8 +121,8 @@ class Replica(ProductionServer):
 class Proxy:
     """nginx with proxy/nginx.conf itself (symlinked), the replicas and the address beside it."""
 
-    def __init__(self, tmp, port, upstream_ports):
-        self.dir = Path(tmp) / "nginx"
+    def __init__(self, tmp, port, upstream_ports, name="nginx"):
+        self.dir = Path(tmp) / name
         self.dir.mkdir()
         (self.dir / "nginx.conf").symlink_to(PROXY_CONF)
         (self.dir / "listen.conf").write_text(f"listen 127.0.0.1:{port};\n")
@@ -147,8 +150,28 @@ class Proxy:
     def set_upstreams(self, ports):
         # As proxy/compose/upstream-servers.conf treats each replica it finds by DNS.
         (self.dir / "upstream-servers.conf").write_text(
-            "".join(f"server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in ports)
+            "".join(f"server 127.0.0.1:{p} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;\n" for p in ports)
         )
+
+    def log_size(self):
+        return self.access_log.stat().st_size
+
+    def wait_taken_back(self, port, offset):
+        """Seconds until the proxy answers a request through the replica on ``port`` again (logged after
+        byte ``offset``), or None. A replica that refused connections while it stopped is left out for
+        ``fail_timeout`` even once it is ready: the next one must not stop before it is back."""
+        started = time.monotonic()
+        deadline = started + FAIL_TIMEOUT + 5  # + the access log's 1 s flush and the load's pace
+        while time.monotonic() < deadline:
+            with open(self.access_log, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+            for tried, statuses in re.findall(r"upstream=(.*?) upstream_status=(.*?) upstream_time", text):
+                if any(a == f"127.0.0.1:{port}" and s.strip() not in ("502", "504")
+                       for a, s in zip(tried.split(", "), statuses.split(", "))):
+                    return time.monotonic() - started
+            time.sleep(0.1)
+        return None
 
     def reload(self, ports):
         """Another set of replicas: new workers take it, the old ones finish what they serve (SIGHUP)."""
@@ -256,6 +279,60 @@ def check_writes(load, database_url, name):
           f"{len(acked)} acknowledged and stored, {len(failed) - len(phantom)} failed and not stored "
           f"{dict(statuses) or ''}; lost {lost or 0}, failed but stored {phantom or 0}")
     return failed
+
+
+class ClosingReplica(threading.Thread):
+    """A replica that reads a request and closes the connection without answering (as one killed while
+    it works on the request does)."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.requests = 0
+
+    def run(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed by stop()
+                return
+            with connection:
+                connection.settimeout(5)
+                try:
+                    self.requests += bool(connection.recv(65536))
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.listener.close()
+
+
+def proxy_errors(tmp):
+    """0. The proxy's 503 when no replica took the request, its 502 when one took it and did not answer."""
+    proxy_port, refusing_a, refusing_b, closing_port = free_ports(4)
+    proxy = Proxy(tmp, proxy_port, [refusing_a, refusing_b], name="nginx-errors")
+    closing = ClosingReplica(closing_port)
+    closing.start()
+    try:
+        # The first GET is refused by both replicas; the second finds both left out for fail_timeout.
+        refused = [requests.get(proxy.base + ITEM, timeout=REQUEST_TIMEOUT) for _ in range(2)]
+        proxy.reload([closing_port])
+        taken = requests.post(proxy.base + LIST, json={"pxcode": "X01", "procedure": "NEVER ANSWERED"},
+                              timeout=REQUEST_TIMEOUT)
+    finally:
+        proxy.stop()
+        closing.stop()
+
+    def answer(r):
+        body = r.json() if r.headers.get("Content-Type", "").startswith("application/json") else r.text[:80]
+        return r.status_code, body.get("status") if isinstance(body, dict) else body, r.headers.get("Retry-After")
+
+    check([answer(r) for r in refused] == [(503, 503, "1")] * 2,
+          "every replica refused: the proxy answers 503 (nothing was done) with Retry-After",
+          f"{[answer(r) for r in refused]}")
+    check(answer(taken) == (502, 502, "1") and closing.requests == 1,
+          "a replica took a POST and closed without answering: the proxy answers 502 (outcome unknown)",
+          f"{answer(taken)}, requests the replica read: {closing.requests}")
 
 
 def same_answers(replicas, proxy):
@@ -408,9 +485,11 @@ def rolling_restart(replicas, proxy, database_url, make_replica, etag):
             drained = " ".join(line.split("] ", 1)[-1] for line in replicas[i].log().splitlines() if "drain" in line)
             replicas[i] = make_replica(i)
             replicas[i].wait_ready()
+            ready = time.monotonic() - t0
+            back = proxy.wait_taken_back(replicas[i].port, proxy.log_size())
             steps.append(f"{replicas[i].port}: exit {code} ({drained or 'no drain'}), ready again after "
-                         f"{time.monotonic() - t0:.1f} s")
-            time.sleep(1)
+                         f"{ready:.1f} s, " + (f"back in the proxy's rotation {back:.1f} s later" if back is not None
+                                                else "not back in the proxy's rotation"))
         time.sleep(2)
     failed = load.failed_reads()
     failed_writes = [w for w in load.writes if w[1] != 201]
@@ -496,6 +575,7 @@ def main():
         database_url = prepare_database(pg)
         redis.start()
         say(f"Redis on 127.0.0.1:{redis.port}")
+        proxy_errors(tmp)
         generation = Counter()
 
         def make_replica(i, **env):

@@ -71,7 +71,9 @@ def main(argv):
                     harness.say(f"  stopped {replicas[i].port} in {time.monotonic() - started:.1f} s {drain}")
                     replicas[i] = make(i)
                     replicas[i].wait_ready()
-                    time.sleep(0.5)
+                    back = proxy.wait_taken_back(replicas[i].port, proxy.log_size())
+                    harness.say(f"  {replicas[i].port} " + (f"back in the proxy's rotation after {back:.1f} s" if back is not None
+                                                          else "not back in the proxy's rotation"))
             writes = Counter(str(s) for _, s in load.writes)
             reads = Counter(str(s) for _, s in load.reads)
             total.update({"writes": len(load.writes), "reads": len(load.reads)})
