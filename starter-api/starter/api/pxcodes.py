@@ -24,17 +24,12 @@ from ..http.payload import json_object
 from ..limits import per_user
 from ..models import DataVersion, PxCode
 from ..queries import Pager, PxCodeListing
-from ..readcache import allow_replay, still_current, wrote
+from ..readcache import allow_replay, wrote
 from ..readcache.depends import ByTag, Matching, Window
 from . import bp
 
 PAGE_CACHES = "starter_pxcode_pages"
 PAGE_DEPENDS = "starter_pxcode_page_depends"
-IF_NONE_MATCH_TAGS = 8  # of a revalidation's tags, at most this many are looked up
-# Of those, this many are digested with each of the last FOREIGN_VERSIONS versions (a tag another
-# process made): bounded, as any client may send tags.
-FOREIGN_TAGS = 2
-FOREIGN_VERSIONS = 64
 
 
 @bp.record_once
@@ -61,7 +56,8 @@ def list_pxcodes():
     pager, rendered_pages = page_caches()
     depends = current_app.extensions[PAGE_DEPENDS]
     render = lambda: _render(pager, listing, args, version, tag, depends)  # noqa: E731
-    earlier = _earlier_tag_still_current(depends, tag, versions, render, rendered_pages)
+    note_depends = lambda: rendered_pages.get_or_render(tag, render)  # noqa: E731  (renders once per tag)
+    earlier = readcache.held_tag_still_current(depends, tag, versions, note_depends)
     if earlier is not None:
         made_at, depends_on, earlier_tag = earlier
         allow_replay(made_at, depends_on=depends_on)
@@ -70,37 +66,9 @@ def list_pxcodes():
     if response.status_code == 304 and depends.get(tag) is None and readcache.of(current_app) is not None:
         # Once per tag (the rendered pages): what it depends on, so the kept 304 outlives
         # writes that leave it current.
-        rendered_pages.get_or_render(tag, render)
+        note_depends()
     allow_replay(version, depends_on=depends.get(tag))  # unknown: the whole table
     return response
-
-
-def _earlier_tag_still_current(depends, tag, versions, render, rendered_pages):
-    """``(version, depends_on, tag)`` of a tag the client holds, made at an earlier version (by
-    this process, or by another one: ``readcache.version_of_tag``), that no write since changed,
-    else None."""
-    if request.if_match or not request.if_none_match or request.if_none_match.contains_weak(tag):
-        return None
-    held_tags = list(request.if_none_match.as_set(include_weak=True))[:IF_NONE_MATCH_TAGS]
-    for held in held_tags:
-        made = depends.made(held)
-        # The tag digests its version and URL: one of this URL's, not another page's.
-        if made is not None and etag_of(made[0], request.url) == held and still_current(made[1], made[0], versions):
-            return (*made, held)
-    if readcache.of(current_app) is None:
-        return None
-    # Another process's tag, maybe: what the page depends on now (rendered once per tag), and the
-    # versions this process's history covers, digested with the URL.
-    rendered_pages.get_or_render(tag, render)
-    depends_on = depends.get(tag)
-    for held in held_tags[:FOREIGN_TAGS]:
-        version = readcache.version_of_tag(
-            lambda version, held=held: etag_of(version, request.url) == held, versions, depends_on, FOREIGN_VERSIONS
-        )
-        if version is not None:
-            depends.note(held, version, depends_on)
-            return version, depends_on, held
-    return None
 
 
 def _render(pager, listing, args, version, tag, depends):

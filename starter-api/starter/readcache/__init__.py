@@ -39,10 +39,16 @@ from ..changelog import Change
 from ..auth import authenticate
 from ..config import ConfigError
 from ..db import db, engine_options
+from ..http.conditional import etag_of
 from .middleware import REPLAYABLE, ReadCache
 from .versionwatch import VersionWatch
 
 EXTENSION = "starter_read_cache"
+HELD_TAGS = 8  # of a revalidation's tags, at most this many are looked up
+# Of those, this many are digested with each of the last FOREIGN_VERSIONS versions (a tag another
+# process made): bounded, as any client may send tags.
+FOREIGN_TAGS = 2
+FOREIGN_VERSIONS = 64
 WRITTEN = "starter.readcache.written"  # session.info: the changes the transaction declared (wrote)
 
 
@@ -76,6 +82,35 @@ def version_of_tag(is_tag, versions, depends_on, limit):
         if is_tag(version):
             unchanged = version == versions.codes or watch.unchanged(depends_on, version, versions.codes, same_count=True)
             return version if unchanged else None
+    return None
+
+
+def held_tag_still_current(depends, tag, versions, note_depends):
+    """``(version, depends_on, held)`` of a tag ``held`` the request's ``If-None-Match`` holds, made of
+    this URL at an earlier version than ``tag``'s (by this process, as ``depends`` (``depends.ByTag``)
+    knows, or by another one: ``version_of_tag``), that no write since changed, else None.
+    ``note_depends()`` makes what ``tag``'s page depends on known to ``depends`` (renders it once)."""
+    if request.if_match or not request.if_none_match or request.if_none_match.contains_weak(tag):
+        return None
+    held_tags = list(request.if_none_match.as_set(include_weak=True))[:HELD_TAGS]
+    for held in held_tags:
+        made = depends.made(held)
+        # The tag digests its version and URL: one of this URL's, not another page's.
+        if made is not None and etag_of(made[0], request.url) == held and still_current(made[1], made[0], versions):
+            return (*made, held)
+    if of(current_app) is None:
+        return None
+    # Another process's tag, maybe: what the page depends on now, and the versions this process's
+    # history covers, digested with the URL.
+    note_depends()
+    depends_on = depends.get(tag)
+    for held in held_tags[:FOREIGN_TAGS]:
+        version = version_of_tag(
+            lambda version, held=held: etag_of(version, request.url) == held, versions, depends_on, FOREIGN_VERSIONS
+        )
+        if version is not None:
+            depends.note(held, version, depends_on)
+            return version, depends_on, held
     return None
 
 
