@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -278,6 +279,57 @@ class Service:
             os.killpg(pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter(threading.Thread):
+    """CPU seconds spent by the service's processes (its process group) and the database's backends.
+
+    /proc is read every ``interval`` s while it runs: a backend that ends meanwhile (a pool's
+    overflow connection) still counts, up to its last reading.
+    """
+
+    def __init__(self, service_pgid, user, dbname, interval=0.2):
+        super().__init__(daemon=True)
+        self._pgid, self._interval = service_pgid, interval
+        self._backend = re.compile(rf"^postgres: (\S+: )?{re.escape(user)} {re.escape(dbname)} ")
+        self._first, self._last = {}, {}
+        self._done = threading.Event()
+
+    def _read(self, first=False):
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                kind = "service" if int(fields[2]) == self._pgid else None
+                if kind is None and self._backend.match((entry / "cmdline").read_bytes().decode(errors="replace")):
+                    kind = "postgres"
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            if kind:
+                seconds = (int(fields[11]) + int(fields[12])) / TICK
+                key = (kind, int(entry.name))
+                if first:
+                    self._first[key] = seconds
+                self._last[key] = seconds
+
+    def run(self):
+        self._read(first=True)
+        while not self._done.wait(self._interval):
+            self._read()
+
+    def used(self):
+        """Stop; return (service, postgres) CPU seconds since the start (a process started meanwhile from 0)."""
+        self._done.set()
+        self.join()
+        self._read()
+        totals = {"service": 0.0, "postgres": 0.0}
+        for (kind, pid), seconds in self._last.items():
+            totals[kind] += seconds - self._first.get((kind, pid), 0.0)
+        return totals["service"], totals["postgres"]
 
 
 def port_in_use(port):

@@ -40,7 +40,7 @@ import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import Postgres, Service  # noqa: E402  (one way of starting the service, for every bench script)
+from bench import CpuMeter, Postgres, Service  # noqa: E402  (one way of starting the service, for every bench script)
 
 API = "/api/v1.0/pxcodes/"
 WORDS = ["PROCEDURES", "DISORDERS", "W/O", "MCC", "CC", "SYSTEM", "HEART", "KIDNEY", "SPINAL",
@@ -366,7 +366,7 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def report(stats, elapsed, args, server):
+def report(stats, elapsed, args, server, cpu):
     every = [x for v in stats.latency.values() for x in v]
     total = len(every)
     conn = sum(stats.conn_errors.values())
@@ -394,8 +394,11 @@ def report(stats, elapsed, args, server):
     reads = [x for op in READ_OPS for x in stats.latency.get(op, [])]
     lines.append(f"reads ({', '.join(READ_OPS)}): {len(reads)} ({len(reads) / elapsed:.0f}/s),"
                  f" p99 {percentile(reads, 99) * 1e3:.1f} ms")
+    lines.append(f"CPU, cores busy on average ({os.cpu_count()} here): "
+                 + ", ".join(f"{who} {seconds / elapsed:.2f}" for who, seconds in cpu.items()))
     print("\n".join(lines))
     summary = {
+        "cpu_cores": {who: seconds / elapsed for who, seconds in cpu.items()},
         "clients": args.clients, "duration": elapsed, "requests": total, "rps": total / elapsed,
         "status": {str(k): v for k, v in stats.status.items()}, "connection_errors": conn, "5xx": n5xx,
         "p50_ms": percentile(every, 50) * 1e3, "p99_ms": percentile(every, 99) * 1e3,
@@ -462,6 +465,11 @@ def main(argv=None):
             for i in range(args.clients)
         ]
         print(f"load: {args.clients} clients for {args.duration:.0f}s against {base} ...", flush=True)
+        # Who spends the machine's cores: the service, the database, or this generator itself.
+        meter = CpuMeter(server.service.proc.pid, "postgres", server.pg.dbname) if server else None
+        if meter:
+            meter.start()
+        own_cpu = time.process_time()
         started = time.monotonic()
         for client in clients:
             client.start()
@@ -471,9 +479,12 @@ def main(argv=None):
             print("interrupted")
         stop.set()
         elapsed = time.monotonic() - started
+        own_cpu = time.process_time() - own_cpu
         for client in clients:
             client.join(timeout=60)
-        ok, summary = report(stats, elapsed, args, server)
+        cpu = dict(zip(("service", "postgres"), meter.used())) if meter else {}
+        cpu["load generator"] = own_cpu
+        ok, summary = report(stats, elapsed, args, server, cpu)
         verdict, held = check_writes(base, admin_token, created)
         print(verdict)
         ok = ok and held

@@ -16,67 +16,14 @@ work on the machine disturbs far less than the latencies). Stdlib only; its proc
 import argparse
 import base64
 import os
-import re
 import secrets
 import sys
-import threading
 import time
 import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (bench/bench.py: the same service, queries and wrk runs)
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-class CpuMeter(threading.Thread):
-    """CPU seconds spent by the service's processes (its process group) and the database's backends.
-
-    /proc is read every ``interval`` s while it runs: a backend that ends meanwhile (a pool's
-    overflow connection) still counts, up to its last reading.
-    """
-
-    def __init__(self, service_pgid, user, dbname, interval=0.2):
-        super().__init__(daemon=True)
-        self._pgid, self._interval = service_pgid, interval
-        self._backend = re.compile(rf"^postgres: (\S+: )?{re.escape(user)} {re.escape(dbname)} ")
-        self._first, self._last = {}, {}
-        self._done = threading.Event()
-
-    def _read(self, first=False):
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                kind = "service" if int(fields[2]) == self._pgid else None
-                if kind is None and self._backend.match((entry / "cmdline").read_bytes().decode(errors="replace")):
-                    kind = "postgres"
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue
-            if kind:
-                seconds = (int(fields[11]) + int(fields[12])) / TICK
-                key = (kind, int(entry.name))
-                if first:
-                    self._first[key] = seconds
-                self._last[key] = seconds
-
-    def run(self):
-        self._read(first=True)
-        while not self._done.wait(self._interval):
-            self._read()
-
-    def used(self):
-        """Stop; return (service, postgres) CPU seconds since the start (a process started meanwhile from 0)."""
-        self._done.set()
-        self.join()
-        self._read()
-        totals = {"service": 0.0, "postgres": 0.0}
-        for (kind, pid), seconds in self._last.items():
-            totals[kind] += seconds - self._first.get((kind, pid), 0.0)
-        return totals["service"], totals["postgres"]
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -127,7 +74,7 @@ def main():
             bench.log(f"{conns} clients, loadavg {open('/proc/loadavg').read().split()[0]}")
             for name in args.endpoints.split(","):
                 if name in paths:
-                    meter = CpuMeter(service.proc.pid, pg.user, args.dbname)
+                    meter = bench.CpuMeter(service.proc.pid, pg.user, args.dbname)
                     meter.start()
                     bench.load_searches(args, service, 1000000, name, paths[name], auth_plain, auth_b64, results)
                     app_cpu, pg_cpu = meter.used()
