@@ -481,6 +481,10 @@ class Sitting:
         self.row("3", f"{name}: p99, every request", f"{writes['p99_ms']:.0f} ms (reads {writes['reads_p99_ms']:.0f} ms;"
                  f" read-only run {reads['p99_ms']:.0f} ms)", f"< {MIXED_P99_TARGET_MS} ms",
                  writes["p99_ms"] < MIXED_P99_TARGET_MS)
+        for mix, figures in (("read-only", reads), ("5 % writes", writes)):
+            cores = figures.get("cpu_cores", {})
+            self.row("3", f"{name}: cores busy in the {mix} run",
+                     ", ".join(f"{who} {n:.2f}" for who, n in cores.items()) or "not measured")
         self.row("3", f"{name}: 5xx, connection errors, write check",
                  f"{writes['5xx']}, {writes['connection_errors']}, {writes.get('write_check')}", "0, 0, held", clean)
 
