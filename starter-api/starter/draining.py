@@ -29,6 +29,7 @@ _WORKERS_LISTEN_FOR_IT = "STARTER_DRAIN_ON_SIGUSR1"  # set by the master for the
 _LISTEN = "0A"  # the LISTEN state in /proc/net/tcp
 POLL_SECONDS = 0.1
 QUEUE_WAIT = 0.2  # seconds the server has to accept what its accept queues hold, before they close
+LISTEN_WAIT = 2.0  # seconds the master waits for its workers to stop listening
 
 log = logging.getLogger("starter.draining")
 
@@ -127,12 +128,21 @@ def stop_listening():
         if not any(sockets.get(inode, (0, _LISTEN, 0))[2] for inode in listening):
             break
         time.sleep(0.005)
-    for fd in listening.values():
+    for inode, fd in listening.items():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as idle:
             idle.bind(("127.0.0.1", 0))
             idle.listen(1)
             idle.setblocking(False)
-            os.dup2(idle.fileno(), fd, inheritable=False)
+            # The server may have closed it meanwhile (it is stopping): then there is nothing to do.
+            if idle.fileno() != fd and _socket_inodes(os.getpid()).get(inode) == fd:
+                os.dup2(idle.fileno(), fd, inheritable=False)
+
+
+def still_listening(pids, port):
+    """Which of processes ``pids`` still listen on ``port``."""
+    sockets = _tcp_sockets()
+    return [pid for pid in pids if any(inode in sockets and sockets[inode][:2] == (port, _LISTEN)
+                                       for inode in _socket_inodes(pid))]
 
 
 def open_connections(pids, port):
@@ -163,6 +173,14 @@ def drain_on_sigterm(server, port, timeout):
             except ProcessLookupError:
                 pass
         begun = time.monotonic()
+        # A worker runs its handler when its main thread next runs Python: counting connections, or
+        # stopping the server, before it has stopped listening would overlap its stop with the drain.
+        listening = still_listening(pids, port)
+        while listening and time.monotonic() - begun < LISTEN_WAIT:
+            time.sleep(POLL_SECONDS / 5)
+            listening = still_listening(pids, port)
+        if listening:
+            log.warning("draining: worker(s) %s still listening after %g s", ", ".join(map(str, listening)), LISTEN_WAIT)
         left = open_connections(pids, port)
         log.info("draining: new connections refused; waiting for %d open connection(s), at most %g s", left, timeout)
         while left and time.monotonic() - begun < timeout:
