@@ -54,12 +54,18 @@ def span(since, until):
 
 def from_rows(rows, args):
     """The ``Change``s of ``rows`` (the query's), or None unless they account for every version."""
+    versioned = versioned_from_rows(rows, args)
+    return None if versioned is None else tuple(change for _, change in versioned)
+
+
+def versioned_from_rows(rows, args):
+    """``(version number, Change)`` of each of ``rows``, oldest first, or None as ``from_rows``."""
     changes, versions = [], set()
     for version, pxcode, before, after in rows:
         if pxcode is None:  # a bulk statement: not listed
             return None
         versions.add(version)
-        changes.append(Change(pxcode, before, after))
+        changes.append((int(version), Change(pxcode, before, after)))
     if len(changes) > ROWS_MAX or len(versions) != args["until"] - args["since"]:
         return None
     return tuple(changes)
@@ -67,9 +73,15 @@ def from_rows(rows, args):
 
 def changes_between(session, since, until):
     """The changes of the codes after version ``since`` up to ``until`` (tags), or None if unknown."""
+    versioned = versioned_changes_between(session, since, until)
+    return None if versioned is None else tuple(change for _, change in versioned)
+
+
+def versioned_changes_between(session, since, until):
+    """``changes_between``, each with its version number (``versioned_from_rows``)."""
     args = span(since, until)
     if args is None:
         return None
     if args["since"] == args["until"]:
         return ()
-    return from_rows(session.execute(SELECT_CHANGES, args).all(), args)
+    return versioned_from_rows(session.execute(SELECT_CHANGES, args).all(), args)

@@ -17,6 +17,7 @@ from werkzeug.security import generate_password_hash
 from starter import create_app
 from starter.config import ConfigError, load
 from starter.db import db
+from starter.models import split_tag
 from starter import readcache
 from starter.readcache.versionwatch import APPLICATION_NAME
 
@@ -1108,7 +1109,7 @@ def test_a_title_window_is_touched_by_a_title_moved_across_or_onto_it(before, af
     assert window.touched_by(Change("5", before, after)) is touched
 
 
-def test_until_the_watch_has_read_its_write_a_worker_replays_the_pages_it_left_as_they_were(
+def test_a_worker_replays_the_pages_its_own_write_left_as_they_were_before_the_watch_reads_it(
     cached_app, auth, monkeypatch
 ):
     client = cached_app.test_client()
@@ -1137,11 +1138,63 @@ def test_until_the_watch_has_read_its_write_a_worker_replays_the_pages_it_left_a
         for url in urls:  # it moved onto the title page, and into the search
             response, was_replayed = replayed(cached_app, client, url, auth.basic())
             assert not was_replayed and "AAA HEART EDITED" in response.get_data(as_text=True), url
-        # A code created: the total is not known until the watch reads it; Flask answers.
+        # A code created after page 1: the write read the new total before it committed, so the
+        # page is replayed with it at once, as Flask would answer it.
+        client.get(PAGE_1, headers=auth.basic())
         created = client.post(LIST, json={"pxcode": "ZZZ", "procedure": "ZZ LAST"}, headers=auth.basic())
         assert created.status_code == 201
         response, was_replayed = replayed(cached_app, client, PAGE_1, auth.basic())
-        assert not was_replayed and response.json["meta"]["total"] == 101
+        assert was_replayed and response.json["meta"]["total"] == 101
+        cache_of(cached_app).clear()
+        rendered, was_replayed = replayed(cached_app, client, PAGE_1, auth.basic())
+        assert not was_replayed and without_limit_headers(rendered) == without_limit_headers(response)
+        assert rendered.data == response.data
+    finally:
+        held.set()
+
+
+def test_a_read_of_the_watch_older_than_a_worker_s_own_write_keeps_what_it_knows(cached_app, auth, monkeypatch):
+    client = cached_app.test_client()
+    for _ in range(2):
+        client.get(ITEM, headers=auth.basic())
+        other = client.get(OTHER, headers=auth.basic())
+    held = holding_the_watch(cached_app, monkeypatch)
+    try:
+        watch = cache_of(cached_app).watch
+        before = split_tag(watch.history_tag())
+        changed = client.patch(
+            OTHER, json={"procedure": "CHANGED BY THE API"},
+            headers={**auth.basic(), "If-Match": other.headers["ETag"]},
+        )
+        assert changed.status_code == 200
+        # The watch's read of the versions from before the write lands after it (as the held
+        # thread's would): the history stays where the write brought it.
+        type(watch)._follow_changes(watch, None, *before)
+        assert replayed(cached_app, client, ITEM, auth.basic())[1]
+    finally:
+        held.set()
+
+
+def test_a_worker_s_own_write_brings_in_the_changes_others_made_before_it(cached_app, auth, outside, monkeypatch):
+    client = cached_app.test_client()
+    for _ in range(2):
+        client.get(PAGE_1, headers=auth.basic())
+        item = client.get("/api/v1.0/pxcodes/069", headers=auth.basic())
+    held = holding_the_watch(cached_app, monkeypatch)
+    try:
+        # Another replica changes page 1 (057); the watch is held and has not read it ...
+        outside("UPDATE starter_pxcodes SET procedure = 'CHANGED ELSEWHERE' WHERE pxcode = '057'")
+        # ... then this worker writes a code after the page: what it read before committing
+        # includes the other change, so page 1 is rendered again, with it.
+        changed = client.patch(
+            "/api/v1.0/pxcodes/069", json={"procedure": "TRANSIENT ISCHEMIA EDITED"},
+            headers={**auth.basic(), "If-Match": item.headers["ETag"]},
+        )
+        assert changed.status_code == 200
+        response, was_replayed = replayed(cached_app, client, PAGE_1, auth.basic())
+        assert not was_replayed and "CHANGED ELSEWHERE" in response.get_data(as_text=True)
+        again, was_replayed = replayed(cached_app, client, PAGE_1, auth.basic())
+        assert was_replayed and again.data == response.data
     finally:
         held.set()
 

@@ -34,12 +34,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from .. import limits, observability
+from .. import changelog, limits, observability
 from ..changelog import Change
 from ..auth import authenticate
 from ..config import ConfigError
 from ..db import db, engine_options
 from ..http.conditional import etag_of
+from ..models import DataVersion, Versions
 from .middleware import REPLAYABLE, ReadCache
 from .versionwatch import VersionWatch
 
@@ -50,6 +51,7 @@ HELD_TAGS = 8  # of a revalidation's tags, at most this many are looked up
 FOREIGN_TAGS = 2
 FOREIGN_VERSIONS = 64
 WRITTEN = "starter.readcache.written"  # session.info: the changes the transaction declared (wrote)
+OWN_VERSIONS = "starter.readcache.own_versions"  # session.info: what it read of them before committing
 
 
 def allow_replay(version, depends_on=None):
@@ -116,11 +118,13 @@ def held_tag_still_current(depends, tag, versions, note_depends):
 
 def wrote(pxcode, before, after):
     """Declare that the current transaction writes ``pxcode``, its title ``before`` (None: it is
-    created) and ``after`` (None: deleted): once it commits, this process's read cache forgets only
-    the answers that change touches (``depends``: the code's own, a filter's that selects it, a
-    page whose rows it moves or, unless it is a title change, whose total it changes) until its
-    watch has read the new version, instead of everything. Declare every row the transaction
-    writes; a commit of anything undeclared forgets everything."""
+    created) and ``after`` (None: deleted). Before it commits, it reads the versions its writes
+    left and the change log since what this process's watch knows; once it has committed, those
+    are this process's versions at once, and its read cache forgets only the answers the changes
+    touch (``depends``: the code's own, a filter's that selects it, a page whose rows they move;
+    a page whose total alone they change is replayed with the new one), instead of everything
+    until its watch has read them. Declare every row the transaction writes; a commit of anything
+    undeclared forgets everything."""
     db.session.info.setdefault(WRITTEN, set()).add(Change(pxcode, before, after))
 
 
@@ -153,6 +157,7 @@ def init_app(app):
     metrics.add_sampler(lambda: metrics.data_version_age.set(watch.confirmed_age() or 0))
     # Sessions are Flask-SQLAlchemy's, shared by every app of the process: the hook finds its app.
     if not event.contains(Session, "after_commit", _invalidate_after_commit):
+        event.listen(Session, "before_commit", _read_own_versions)
         event.listen(Session, "after_commit", _invalidate_after_commit)
         event.listen(Session, "after_rollback", _forget_written)
 
@@ -164,16 +169,35 @@ def close(app):
         cache.watch.stop()
 
 
+def _read_own_versions(session):
+    # The transaction's own writes hold the versions row's lock until it commits, so what it reads
+    # after them is every change up to its own version: the watch need not be waited for.
+    cache = of(current_app) if has_app_context() else None
+    since = cache.watch.history_tag() if cache is not None and session.info.get(WRITTEN) else None
+    if since is None:
+        return
+    session.flush()
+    row = session.execute(DataVersion.select_current()).one()
+    versioned = changelog.versioned_changes_between(session, since, Versions.of(*row).codes)
+    session.info[OWN_VERSIONS] = (row, since, versioned)
+
+
 def _invalidate_after_commit(session):
-    # This process wrote: its next reads ask the database (for what it wrote, or everything)
-    # until the watch has re-read, so a client sees its own write at once (the other
-    # processes hear of it by NOTIFY).
+    # This process wrote: a client sees its own write at once. Its next reads know the versions
+    # the write read before committing, or else ask the database (for what it wrote, or
+    # everything) until the watch has re-read; the other processes hear of it by NOTIFY.
     written = session.info.pop(WRITTEN, None)
+    own = session.info.pop(OWN_VERSIONS, None)
     if has_app_context():
         cache = of(current_app)
-        if cache is not None:
+        if cache is None:
+            return
+        if written and own is not None:
+            cache.watch.install_own(*own, frozenset(written))
+        else:
             cache.watch.invalidate(frozenset(written) if written else None)
 
 
 def _forget_written(session):
     session.info.pop(WRITTEN, None)
+    session.info.pop(OWN_VERSIONS, None)

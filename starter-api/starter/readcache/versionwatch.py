@@ -10,7 +10,9 @@ callers then ask the database themselves) instead of leaving it stale.
 
 When the codes' version moves, the watch also reads which codes changed (the change
 log, ``starter.changelog``) before it makes the new version current, so a cached
-answer that depends on one code can outlive writes to the others (``unchanged``).
+answer that depends on one code can outlive writes to the others (``unchanged``). A commit of
+this process that read the versions and the log itself, before committing, installs them at once
+(``install_own``): its next request need not wait for the notification.
 """
 
 import logging
@@ -58,8 +60,9 @@ log = logging.getLogger(__name__)
 class History:
     """Which codes changed at which version, since ``floor``, in one epoch of the table.
 
-    Only the watch's thread adds to it, and only versions up to the one it is about to make
-    current; a reader may see a change a little early, which only ever flushes more.
+    The watch's thread, and a worker's own commit (``VersionWatch.install_own``), add to it
+    under the watch's lock, only versions up to the one about to be made current; a reader may
+    see a change a little early, which only ever flushes more.
     """
 
     def __init__(self, epoch, floor):
@@ -68,6 +71,16 @@ class History:
         self.upto = floor  # the changes are known up to here
         self.changed_at = {}  # pxcode -> the last version it changed at (or later)
         self.changes = []  # (version, changelog.Change), oldest first
+
+    def add(self, versioned, until):
+        """Bring it up to version number ``until`` with ``versioned`` (``(version, Change)``, every
+        change after a version it had reached, up to ``until``): those it has not seen yet, each
+        at ``until``, the newest of the span, so that an answer made inside it is flushed too."""
+        for version, change in versioned:
+            if version > self.upto:
+                self.changed_at[change.pxcode] = until
+                self.changes.append((until, change))
+        self.upto = max(self.upto, until)
 
     def unchanged(self, depends_on, since, until, same_count=False):
         """Whether what ``depends_on`` (a code, a filter: ``depends.Matching``, a page:
@@ -106,7 +119,7 @@ class VersionWatch:
         self._progress = 0.0
         self._wake_fds = None
         self._lock = threading.Lock()
-        self._install_lock = threading.Lock()  # _known against a write's invalidate()
+        self._install_lock = threading.Lock()  # _known and the history, against a write's own
         self._stopped = False
         self.byte_order = False  # the database orders keys by code point (read at each connection)
 
@@ -159,7 +172,8 @@ class VersionWatch:
     def invalidate(self, written=None):
         """This process has just committed a write: forget the versions until read again, or,
         given ``written`` (every row the write changed, as ``changelog.Change``s), keep them, with
-        those changes marked made until the watch has read the new version."""
+        those changes marked made until the watch has read the new version (``install_own`` when
+        the write read the versions itself)."""
         with self._install_lock:
             self._invalidations += 1
             known = self._known
@@ -168,6 +182,39 @@ class VersionWatch:
             else:
                 self._known = (known[0], known[1], known[2] | written)
         self._wake()
+
+    def history_tag(self):
+        """The version tag the history reaches: where a commit's own reading of the change log
+        starts (``install_own``); None when there is none."""
+        history = self._history
+        return None if history is None else f"{history.epoch}.{history.upto}"
+
+    def install_own(self, row, since, versioned, written):
+        """This process has just committed a write that read, in its transaction and after its
+        writes, the versions ``row`` (``DataVersion.select_current``'s) and the change log after
+        version tag ``since`` up to them (``versioned``, ``changelog.versioned_changes_between``'s;
+        None: unknown). Make them known at once, ``written`` (the changes it declared) no longer
+        pending, so that the next request reads this write from the cache instead of waiting for
+        the watch; as ``invalidate(written)`` whenever they cannot extend what the watch knows."""
+        epoch, number = str(row[0]), int(row[1])
+        since_epoch, since_number = split_tag(since)
+        with self._install_lock:
+            known, history = self._known, self._history
+            installed = (
+                versioned is not None and known is not None and history is not None
+                and history.epoch == epoch == since_epoch and history.upto >= since_number
+            )
+            if installed:
+                history.add(versioned, number)
+                if split_tag(known[0].codes)[1] >= number:  # the watch, or a later commit, got further
+                    self._known = (known[0], known[1], known[2] - written)
+                else:
+                    self._known = (Versions.of(*row), time.monotonic(), known[2] - written)
+                self._invalidations += 1  # a read the watch has under way may be older: not installed
+        if installed:
+            self._wake()
+        else:
+            self.invalidate(written)
 
     def stop(self):
         """End the watch (its thread exits at its next wake-up); ``current()`` is None from now."""
@@ -274,24 +321,21 @@ class VersionWatch:
     def _follow_changes(self, cursor, epoch, number):
         """Bring the history up to version ``number``: before the version is made current."""
         history = self._history
-        if history is None or history.epoch != epoch or number < history.upto:
+        if history is None or history.epoch != epoch:
             self._history = History(epoch, number)
             return
-        if number == history.upto:
+        if number <= history.upto:  # a commit of this process may have brought it further
             return
         args = changelog.span(f"{epoch}.{history.upto}", f"{epoch}.{number}")
-        changes = None
+        versioned = None
         if args is not None:
             cursor.execute(changelog.SELECT_CHANGES_PYFORMAT, args)
-            changes = changelog.from_rows(cursor.fetchall(), args)
-        if changes is None or len(history.changes) + len(changes) > HISTORY_CHANGES_MAX:
-            self._history = History(epoch, number)  # unknown, or too much: everything changed
-            return
-        # Each at the newest version of the span: an answer made inside it is flushed too.
-        for change in changes:
-            history.changed_at[change.pxcode] = number
-            history.changes.append((number, change))
-        history.upto = number
+            versioned = changelog.versioned_from_rows(cursor.fetchall(), args)
+        with self._install_lock:  # a commit of this process may have added to it meanwhile
+            if versioned is None or len(history.changes) + len(versioned) > HISTORY_CHANGES_MAX:
+                self._history = History(epoch, number)  # unknown, or too much: everything changed
+            else:
+                history.add(versioned, number)
 
 
 def _orders_by_code_point(cursor):
