@@ -9,9 +9,10 @@ the service through this file):
 
   PORT (5000), SERVER_HOST (0.0.0.0)   where it listens
   WEB_CONCURRENCY (2)                  worker processes
-  SERVER_THREADS (2)                   threads per worker that run the app (granian's blocking threads): a
-                                       second one keeps a worker answering while a request waits on the
-                                       database; more only add GIL contention (bench/README.md, "The server")
+  SERVER_THREADS (2)                   requests a worker runs at once (read by the app: starter/http/turns.py);
+                                       granian's other threads wait for a turn. A second one keeps a worker
+                                       answering while a request waits on the database; more only add GIL
+                                       contention (bench/README.md, "Turns")
   REQUEST_BODY_SLOTS (128)             read by the app (starter/http/bodies.py): request bodies a worker reads
                                        at once. granian gets this many blocking threads beyond SERVER_THREADS,
                                        since a request waiting for its body (up to REQUEST_BODY_TIMEOUT) holds one

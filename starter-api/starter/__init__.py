@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from . import auth, cli, config, db, limits, observability, readcache
-from .http import bodies, errors, headers, hosts
+from .http import bodies, errors, headers, hosts, turns
 from .http.environ import without_process_environment
 from .http.unread_body import closing_after_unread_body
 
@@ -52,6 +52,7 @@ def create_app(test_config=None):
     bodies.init_app(app)
     readcache.init_app(app)
     app.wsgi_app = closing_after_unread_body(app.wsgi_app)
+    turns.init_app(app)  # under the observer: a request's time counts its wait for a turn
     observability.wrap(app)
     _trust_forwarded_headers(app)
     return app

@@ -85,7 +85,7 @@ def env_bool(environ, name, default=False):
 
 
 # serve.py gives granian this many threads beyond SERVER_THREADS: a request waiting for its body
-# holds one of them (up to REQUEST_BODY_TIMEOUT), never one that runs the app.
+# holds one of them (up to REQUEST_BODY_TIMEOUT), never one of the app's turns (http.turns).
 REQUEST_BODY_SLOTS = 128
 
 
@@ -157,8 +157,9 @@ class Config:
             AUTH_PASSWORD_CHECKS=env_int(environ, "AUTH_PASSWORD_CHECKS", 1),
             TRUSTED_HOSTS=_trusted_hosts(environ, cls.TRUSTED_HOSTS_DEFAULT),
             WORKER_PROCESSES=env_int(environ, "WEB_CONCURRENCY", cls.WORKER_PROCESSES_DEFAULT),
-            # serve.py's threads per worker that run the app: the connections a worker opens at start.
-            SERVER_THREADS=env_int(environ, "SERVER_THREADS", 2),
+            # Requests a worker runs at once (http.turns), whatever threads serve.py's granian lends it;
+            # also the connections a worker opens at start.
+            SERVER_THREADS=env_int(environ, "SERVER_THREADS", 2, minimum=1),
             # Seconds a server worker may spend warming before it takes traffic (0: none; warmup.py).
             WARMUP_TIMEOUT=env_float(environ, "WARMUP_TIMEOUT", 30.0),
             # Repeated reads answered from memory (PostgreSQL only; docs/read-path.md).

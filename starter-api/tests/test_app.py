@@ -51,6 +51,7 @@ def test_a_malformed_database_url_is_a_config_error(monkeypatch):
     [
         ({"FLASK_CONFIG": "staging"}, "unknown FLASK_CONFIG 'staging'"),
         ({"TOKEN_EXPIRATION": "soon"}, "TOKEN_EXPIRATION must be an integer"),
+        ({"SERVER_THREADS": "0"}, "SERVER_THREADS must be 1 or more"),
         ({"FLASK_CONFIG": "production", "SECRET_KEY": ""}, "production needs SECRET_KEY"),
         ({"FLASK_CONFIG": "production", "SECRET_KEY": "k", "FLASK_DEBUG": "1"}, "refuses"),
     ],

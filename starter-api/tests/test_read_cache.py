@@ -888,6 +888,41 @@ def test_identical_first_requests_wait_for_the_one_flask_answers(cached_app, aut
     assert len(calls) == 1, f"Flask answered {len(calls)} of 8 identical requests"
 
 
+def test_a_request_waiting_for_an_identical_one_gives_its_turn_back(make_cached_app, auth):
+    """Two turns (SERVER_THREADS): one request in Flask, an identical one waiting for its answer,
+    and a third, other request is still answered meanwhile."""
+    app = make_cached_app(SERVER_THREADS=2)
+    client = app.test_client()
+    client.get(LIST, headers=auth.basic())
+    watching(app)
+    view, calls, go = app.view_functions["api.get_pxcode"], [], threading.Event()
+
+    @functools.wraps(view)  # the view's own name: see the test above
+    def held_view(*args, **kwargs):
+        calls.append(1)
+        go.wait(5)
+        return view(*args, **kwargs)
+
+    app.view_functions["api.get_pxcode"] = held_view
+    answers = []
+    readers = [
+        threading.Thread(target=lambda: answers.append(app.test_client().get(ITEM, headers=auth.basic())))
+        for _ in range(2)
+    ]
+    try:
+        readers[0].start()
+        wait_until(lambda: calls)
+        readers[1].start()
+        time.sleep(0.1)  # it joins the first one's flight
+        assert client.get(LIST + "?per_page=7", headers=auth.basic()).status_code == 200
+        assert not go.is_set() and not answers
+    finally:
+        go.set()
+        for reader in readers:
+            reader.join(10)
+    assert [response.status_code for response in answers] == [200, 200] and len(calls) == 1
+
+
 PAGE_1 = f"{LIST}?per_page=5"  # 039, 057, 064, 065, 066
 BY_TITLE = f"{LIST}?sort=procedure&per_page=5"  # ACUTE MYOCARDIAL... (281, 280, 282), ALCOHOL... 897, ATHEROSCLEROSIS 303
 BY_CODE_DOWN = f"{LIST}?sort=-pxcode&per_page=5"

@@ -21,7 +21,8 @@ finish that request meanwhile (once the app returns, it waits for the body holdi
 the whole worker stops), so the answer (the 408) is sent at once but its iterable ends only when
 the reader is done. Such a client holds one slot and one of granian's spare threads, never an app
 thread; ``slots`` bounds them. While the app's thread waits, it gives its database connection back
-to the pool (``release_database_connection``), or stalled bodies would hold the whole pool.
+to the pool (``release_database_connection``) and its turn (``turns``), or stalled bodies would
+hold the whole pool, or every turn.
 
 Every refusal is a werkzeug HTTP error raised from the read, so the app answers it as JSON.
 """
@@ -29,12 +30,14 @@ Every refusal is a werkzeug HTTP error raised from the read, so the app answers 
 import io
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 
-from flask import has_app_context
+from flask import current_app, has_app_context
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout, ServiceUnavailable
 
 from ..config import ConfigError
 from ..db import db
+from . import turns
 
 RETRY_AFTER_SECONDS = 1
 # How long the app's thread waits before handing back its database connection: a body that
@@ -71,11 +74,11 @@ def has_body(environ):
 class BodyReader:
     """WSGI middleware: see the module's docstring."""
 
-    def __init__(self, wsgi_app, timeout, slots, max_length=None, before_waiting=None):
+    def __init__(self, wsgi_app, timeout, slots, max_length=None, waiting=nullcontext):
         self.wsgi_app = wsgi_app
         self.timeout = timeout
         self.max_length = max_length
-        self.before_waiting = before_waiting
+        self.waiting = waiting  # a context manager around a wait past PATIENCE_SECONDS
         self.slots = threading.BoundedSemaphore(slots)
 
     def __call__(self, environ, start_response):
@@ -131,9 +134,10 @@ class DeadlineBody:
         # Not a pool: a reader stuck on a silent client would keep a pool's thread for good.
         threading.Thread(target=self._read_all, args=(box, done), daemon=True,
                          name="request-body").start()
-        if not done.wait(PATIENCE_SECONDS) and self._reader.before_waiting is not None:
-            self._reader.before_waiting()
-        if not done.wait(max(0.0, self._deadline - time.monotonic())):
+        if not done.wait(PATIENCE_SECONDS):
+            with self._reader.waiting():
+                done.wait(max(0.0, self._deadline - time.monotonic()))
+        if not done.is_set():
             raise BodyTimeout(f"the request body did not arrive within {self._reader.timeout:g} s")
         if "error" in box:
             raise box["error"]
@@ -208,6 +212,14 @@ def release_database_connection():
         session.expire_on_commit = keep
 
 
+@contextmanager
+def waiting_for_a_body():
+    """While the app's thread waits for a body: its database connection and its turn given back."""
+    release_database_connection()
+    with turns.waiting(current_app) if has_app_context() else nullcontext():
+        yield
+
+
 def init_app(app):
     """Read ``app``'s request bodies through ``BodyReader`` (settings from its config)."""
     config = app.config
@@ -218,5 +230,5 @@ def init_app(app):
         timeout=config["REQUEST_BODY_TIMEOUT"],
         slots=config["REQUEST_BODY_SLOTS"],
         max_length=config["MAX_CONTENT_LENGTH"],
-        before_waiting=release_database_connection,
+        waiting=waiting_for_a_body,
     )

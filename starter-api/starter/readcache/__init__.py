@@ -39,6 +39,7 @@ from ..changelog import Change
 from ..auth import authenticate
 from ..config import ConfigError
 from ..db import db, engine_options
+from ..http import turns
 from ..http.conditional import etag_of
 from ..models import DataVersion, Versions
 from .middleware import REPLAYABLE, ReadCache
@@ -150,7 +151,7 @@ def init_app(app):
     metrics = observability.metrics(app)
     cache = ReadCache(
         app.wsgi_app, watch, config, "/api/", functools.partial(authenticate, app), metrics, app.json.dumps,
-        limits.batches(app),
+        limits.batches(app), functools.partial(turns.waiting, app),
     )
     app.wsgi_app = cache
     app.extensions[EXTENSION] = cache

@@ -2,6 +2,7 @@
 replays them (see the package's docstring for when)."""
 
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from cachetools import LRUCache
@@ -55,10 +56,12 @@ class KeptAnswer:
 class ReadCache:
     """WSGI middleware in front of the Flask app; see the package's docstring."""
 
-    def __init__(self, wsgi_app, watch, config, prefix, principal_of, metrics, dumps, batches=None):
+    def __init__(self, wsgi_app, watch, config, prefix, principal_of, metrics, dumps, batches=None,
+                 waiting=nullcontext):
         self.wsgi_app = wsgi_app
         self.dumps = dumps  # the app's JSON provider's: a page re-rendered here reads as Flask's
         self.principal_of = principal_of  # (Authorization, users' version) -> principal or None
+        self.waiting = waiting  # a context manager around a wait for another request's answer
         self.answered_by_replay = metrics.read_cache.labels("replay")
         self.answered_by_flask = metrics.read_cache.labels("flask")
         self.watch = watch
@@ -89,7 +92,8 @@ class ReadCache:
             # its answer and replay that, rather than each making it again.
             flight, leading = self._join_flight((key, not_modified))
             if not leading:
-                flight.wait(FLIGHT_WAIT_SECONDS)
+                with self.waiting():  # its turn given back meanwhile (http.turns)
+                    flight.wait(FLIGHT_WAIT_SECONDS)
                 flight = None
                 replay = self._replayed_answer(environ, key, not_modified)
         if replay is not None:

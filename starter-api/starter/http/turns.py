@@ -1,0 +1,66 @@
+"""At most ``SERVER_THREADS`` requests of a worker run at once, however many threads the server lends it.
+
+granian runs a WSGI app on its blocking threads and starts another whenever requests queue, up to
+``SERVER_THREADS`` + ``REQUEST_BODY_SLOTS`` (serve.py: the spare ones are for requests whose
+bodies stall). Under load every one of them ran the app at once, dozens per worker contending for
+one GIL, and a request cost several times the CPU it costs alone (bench/README.md, "Turns").
+
+``Turns`` (WSGI middleware, in front of everything but the forwarded-header fix) lets a request
+in when one of ``SERVER_THREADS`` turns is free; the others wait for one, parked, before any of
+their code runs. A request gives its turn back while it waits for something that may take long
+and needs no CPU (``waiting``: its body from a slow client, an identical request's answer), so
+stalled clients never hold the turns. A request waiting on the database keeps its turn, as a
+thread of its own would: the statement and probe deadlines (``dbhealth``) bound that wait.
+"""
+
+import threading
+from contextlib import contextmanager, nullcontext
+
+EXTENSION = "starter_turns"
+
+
+class Turns:
+    """WSGI middleware: see the module's docstring."""
+
+    def __init__(self, wsgi_app, turns):
+        if turns < 1:
+            raise ValueError("SERVER_THREADS must be at least 1")
+        self.wsgi_app = wsgi_app
+        self._free = threading.Semaphore(turns)
+        self._holder = threading.local()  # whether this thread holds a turn
+
+    def __call__(self, environ, start_response):
+        self._free.acquire()
+        self._holder.holds = True
+        try:
+            # The answer's iterable is the server's to go through, after the turn is given back.
+            return self.wsgi_app(environ, start_response)
+        finally:
+            self._holder.holds = False
+            self._free.release()
+
+    @contextmanager
+    def waiting(self):
+        """Give this thread's turn (if it holds one) back for the block, and wait for one after it."""
+        if not getattr(self._holder, "holds", False):
+            yield
+            return
+        self._holder.holds = False
+        self._free.release()
+        try:
+            yield
+        finally:
+            self._free.acquire()
+            self._holder.holds = True
+
+
+def init_app(app):
+    """Put ``SERVER_THREADS`` turns in front of ``app``."""
+    turns = Turns(app.wsgi_app, app.config["SERVER_THREADS"])
+    app.wsgi_app = app.extensions[EXTENSION] = turns
+
+
+def waiting(app):
+    """``Turns.waiting`` of ``app``'s turns: a context manager (one that does nothing before they exist)."""
+    turns = app.extensions.get(EXTENSION)
+    return nullcontext() if turns is None else turns.waiting()

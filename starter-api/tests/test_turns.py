@@ -1,0 +1,88 @@
+"""At most SERVER_THREADS requests of a worker run at once; a wait for a body or for another
+request's answer gives the turn back (starter.http.turns)."""
+
+import io
+import threading
+import time
+
+from starter.http.turns import Turns
+
+from helpers import AuthActions
+
+LIST = "/api/v1.0/pxcodes/"
+
+
+def test_no_more_requests_run_at_once_than_there_are_turns():
+    running, most, lock = [0], [0], threading.Lock()
+
+    def app(environ, start_response):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    turns = Turns(app, 2)
+    threads = [threading.Thread(target=turns, args=({}, lambda *a: None)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 2
+
+
+def test_a_request_that_waits_lets_another_run_meanwhile():
+    order, release = [], threading.Event()
+
+    def app(environ, start_response):
+        if environ["name"] == "waiting":
+            with turns.waiting():
+                release.wait(5)
+        order.append(environ["name"])
+        if environ["name"] == "other":
+            release.set()
+        return [b""]
+
+    turns = Turns(app, 1)
+    waiting = threading.Thread(target=turns, args=({"name": "waiting"}, None))
+    waiting.start()
+    time.sleep(0.05)
+    turns({"name": "other"}, None)  # gets the one turn while the first waits
+    waiting.join(5)
+    assert order == ["other", "waiting"]
+
+
+def test_a_body_that_does_not_come_holds_no_turn(make_seeded_app):
+    """One turn: a create waiting for its body gives it back, and another request is answered."""
+    app = make_seeded_app(SERVER_THREADS=1, REQUEST_BODY_TIMEOUT=5)
+    client = app.test_client()
+    auth = AuthActions(client)
+    sent = threading.Event()
+
+    body = b'{"pxcode": "T01", "procedure": "TURNS"}'
+
+    class SlowBody(io.BytesIO):
+        def read(self, size=-1):
+            sent.wait(5)
+            return super().read(size)
+
+    created = {}
+
+    def create():
+        created["response"] = client.post(
+            LIST, input_stream=SlowBody(body), content_length=len(body), content_type="application/json",
+            headers=auth.basic(),
+        )
+
+    writer = threading.Thread(target=create)
+    writer.start()
+    time.sleep(0.2)  # past the body's patience: the create waits for its body
+    started = time.monotonic()
+    assert client.get(LIST + "039", headers=auth.basic()).status_code == 200
+    assert time.monotonic() - started < 1 and "response" not in created
+    sent.set()
+    writer.join(5)
+    assert created["response"].status_code == 201, created["response"].json
