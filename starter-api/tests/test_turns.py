@@ -55,6 +55,36 @@ def test_a_request_that_waits_lets_another_run_meanwhile():
     assert order == ["other", "waiting"]
 
 
+def test_turns_go_first_come_first_served():
+    """A request given its turn back does not take it again ahead of one already waiting."""
+    order, go = [], threading.Event()
+
+    def app(environ, start_response):
+        if environ["name"] == "first":
+            go.wait(5)
+        order.append(environ["name"])
+        return [b""]
+
+    turns = Turns(app, 1)
+    first = threading.Thread(target=turns, args=({"name": "first"}, None))
+    first.start()
+    time.sleep(0.05)
+    second = threading.Thread(target=turns, args=({"name": "second"}, None))
+    second.start()
+    time.sleep(0.05)  # waiting for the turn
+
+    def first_again():
+        first.join()
+        turns({"name": "first again"}, None)  # at once: the turn is already the second one's
+
+    again = threading.Thread(target=first_again)
+    again.start()
+    go.set()
+    for thread in (first, second, again):
+        thread.join(5)
+    assert order == ["first", "second", "first again"]
+
+
 def test_a_body_that_does_not_come_holds_no_turn(make_seeded_app):
     """One turn: a create waiting for its body gives it back, and another request is answered."""
     app = make_seeded_app(SERVER_THREADS=1, REQUEST_BODY_TIMEOUT=5)
