@@ -659,6 +659,10 @@ def ensure_venv(path):
     marker = path / ".bench-requirements"
     if (path / "bin" / "python").exists() and marker.exists() and marker.read_text() == stamp:
         return
+    if path.exists() and any(path.iterdir()) and not marker.exists():
+        # Only a venv this function made is replaced: another one (a developer's) is left alone.
+        raise SystemExit(f"bench: {path} exists and was not made by the bench (no {marker.name}); "
+                         "give --venv a new folder")
     log(f"creating {path} (pip install -r starter-api/requirements.txt -r bench/requirements.txt)")
     if path.exists():
         shutil.rmtree(path)
