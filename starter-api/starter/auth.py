@@ -25,12 +25,11 @@ import hmac
 import secrets
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 
 from cachetools import TTLCache
-from flask import current_app, has_app_context, request
+from flask import current_app, request
 from flask_httpauth import HTTPAuth
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.exceptions import Forbidden, ServiceUnavailable
@@ -195,7 +194,7 @@ class Authenticator:
             if leading:
                 check = self._checks[digest] = _Check()
         if not leading:
-            with turns.waiting(current_app) if has_app_context() else nullcontext():  # no CPU meanwhile
+            with turns.waiting():  # no CPU meanwhile: its turn given back
                 checked = check.done.wait(SAME_CHECK_WAIT_SECONDS)
             if not checked:
                 raise self._busy()

@@ -52,14 +52,9 @@ def span(since, until):
     return {"since": low, "until": high, "limit": ROWS_MAX + 1}
 
 
-def from_rows(rows, args):
-    """The ``Change``s of ``rows`` (the query's), or None unless they account for every version."""
-    versioned = versioned_from_rows(rows, args)
-    return None if versioned is None else tuple(change for _, change in versioned)
-
-
 def versioned_from_rows(rows, args):
-    """``(version number, Change)`` of each of ``rows``, oldest first, or None as ``from_rows``."""
+    """``(version number, Change)`` of each of ``rows`` (the query's), oldest first, or None unless
+    they account for every version."""
     changes, versions = [], set()
     for version, pxcode, before, after in rows:
         if pxcode is None:  # a bulk statement: not listed

@@ -1210,6 +1210,29 @@ def test_a_read_of_the_watch_older_than_a_worker_s_own_write_keeps_what_it_knows
         held.set()
 
 
+def test_a_worker_s_own_writes_keep_the_history_within_its_bound(cached_app, auth, monkeypatch):
+    from starter.readcache import versionwatch
+
+    monkeypatch.setattr(versionwatch, "HISTORY_CHANGES_MAX", 2)
+    client = cached_app.test_client()
+    client.get(ITEM, headers=auth.basic())
+    held = holding_the_watch(cached_app, monkeypatch)
+    watch = cache_of(cached_app).watch
+    try:
+        for code in ("057", "064", "065"):
+            item = client.get(f"{LIST}{code}", headers=auth.basic())
+            changed = client.patch(
+                f"{LIST}{code}", json={"procedure": "CHANGED BY THE API"},
+                headers={**auth.basic(), "If-Match": item.headers["ETag"]},
+            )
+            assert changed.status_code == 200
+            assert len(watch._history.changes) <= 2
+        # Started afresh: an answer from before it counts as changed, and the next write is known again.
+        assert split_tag(watch.history_tag()) == split_tag(watch.current().codes)
+    finally:
+        held.set()
+
+
 def test_a_worker_s_own_write_brings_in_the_changes_others_made_before_it(cached_app, auth, outside, monkeypatch):
     client = cached_app.test_client()
     for _ in range(2):

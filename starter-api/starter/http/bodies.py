@@ -32,7 +32,7 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 
-from flask import current_app, has_app_context
+from flask import has_app_context
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout, ServiceUnavailable
 
 from ..config import ConfigError
@@ -216,7 +216,7 @@ def release_database_connection():
 def waiting_for_a_body():
     """While the app's thread waits for a body: its database connection and its turn given back."""
     release_database_connection()
-    with turns.waiting(current_app) if has_app_context() else nullcontext():
+    with turns.waiting():
         yield
 
 

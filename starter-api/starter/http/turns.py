@@ -19,6 +19,8 @@ import collections
 import threading
 from contextlib import contextmanager, nullcontext
 
+from flask import current_app, has_app_context
+
 EXTENSION = "starter_turns"
 
 
@@ -82,7 +84,10 @@ def init_app(app):
     app.wsgi_app = app.extensions[EXTENSION] = turns
 
 
-def waiting(app):
-    """``Turns.waiting`` of ``app``'s turns: a context manager (one that does nothing before they exist)."""
-    turns = app.extensions.get(EXTENSION)
+def waiting(app=None):
+    """``Turns.waiting`` of ``app``'s turns (default: the current app's, if there is one): a context
+    manager, one that does nothing when there are no turns."""
+    if app is None and has_app_context():
+        app = current_app
+    turns = None if app is None else app.extensions.get(EXTENSION)
     return nullcontext() if turns is None else turns.waiting()

@@ -75,12 +75,16 @@ class History:
     def add(self, versioned, until):
         """Bring it up to version number ``until`` with ``versioned`` (``(version, Change)``, every
         change after a version it had reached, up to ``until``): those it has not seen yet, each
-        at ``until``, the newest of the span, so that an answer made inside it is flushed too."""
-        for version, change in versioned:
-            if version > self.upto:
-                self.changed_at[change.pxcode] = until
-                self.changes.append((until, change))
+        at ``until``, the newest of the span, so that an answer made inside it is flushed too.
+        False, and nothing added, if it would then remember more than ``HISTORY_CHANGES_MAX``."""
+        new = [change for version, change in versioned if version > self.upto]
+        if len(self.changes) + len(new) > HISTORY_CHANGES_MAX:
+            return False
+        for change in new:
+            self.changed_at[change.pxcode] = until
+            self.changes.append((until, change))
         self.upto = max(self.upto, until)
+        return True
 
     def unchanged(self, depends_on, since, until, same_count=False):
         """Whether what ``depends_on`` (a code, a filter: ``depends.Matching``, a page:
@@ -205,7 +209,8 @@ class VersionWatch:
                 and history.epoch == epoch == since_epoch and history.upto >= since_number
             )
             if installed:
-                history.add(versioned, number)
+                if not history.add(versioned, number):
+                    self._history = History(epoch, number)  # too much: everything before counts as changed
                 if split_tag(known[0].codes)[1] >= number:  # the watch, or a later commit, got further
                     self._known = (known[0], known[1], known[2] - written)
                 else:
@@ -332,10 +337,8 @@ class VersionWatch:
             cursor.execute(changelog.SELECT_CHANGES_PYFORMAT, args)
             versioned = changelog.versioned_from_rows(cursor.fetchall(), args)
         with self._install_lock:  # a commit of this process may have added to it meanwhile
-            if versioned is None or len(history.changes) + len(versioned) > HISTORY_CHANGES_MAX:
+            if versioned is None or not history.add(versioned, number):
                 self._history = History(epoch, number)  # unknown, or too much: everything changed
-            else:
-                history.add(versioned, number)
 
 
 def _orders_by_code_point(cursor):
