@@ -156,7 +156,10 @@ class PxCodeListing:
 class Pager:
     """Pages of a listing (see ``queries.PxCodeListing``), with counts and page keys cached."""
 
-    def __init__(self, maxsize=512):
+    def __init__(self, maxsize=512, still_current=None):
+        # still_current(depends_on, since, versions): a read cache's (``readcache.still_current``),
+        # which lets what was looked up at one version serve later ones that left it as it was.
+        self._still_current = still_current
         self._counts = ComputedCache(maxsize)
         self._page_keys = ComputedCache(max(maxsize // 16, 4))
         self._anchors = Anchors()
@@ -173,7 +176,10 @@ class Pager:
         """Return ``(listing, page)``: page ``args.page`` of ``listing`` at data ``version``, or
         of its twin with misspelt words corrected when only that one finds codes; 404 past
         the last page."""
-        listing = replace(listing, look_up=partial(self._words.look_up, version=version))
+        kept, versions = None, DataVersion.current()
+        if self._still_current is not None and versions.codes == version:
+            kept = partial(self._still_current, versions=versions)
+        listing = replace(listing, look_up=partial(self._words.look_up, version=version, still_current=kept))
         total, items = self._first_look(listing, args, version)
         if listing.words and not total:
             words = self._corrector.corrected(listing.words, version, listing.terms.title_words)

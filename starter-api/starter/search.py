@@ -111,33 +111,73 @@ def look_up(words, indexed):
     )
 
 
+@dataclass(frozen=True)
+class WordFound:
+    """What ``look_up`` found of one word: whether it starts a code, and the title words it starts
+    (``Terms.title_words``' value; None: not looked up as a title word).
+
+    It depends on few rows, so it can outlive writes (``touched_by``, as a read cache's
+    ``depends_on``): only a change that may alter what a fresh look-up finds touches it. A code
+    the word starts, created or deleted; a title word it starts that no title had (the word would
+    miss that code) or that a title lost (maybe the last one: the word may now find nothing).
+    Searched as a prefix (more than ``LISTED_MAX`` words), the title words it lists are not used.
+    """
+
+    word: str
+    starts_a_code: bool
+    title_words: str | None
+
+    def touched_by(self, change):
+        if (change.before is None or change.after is None) and _starts_the_code(self.word, change.pxcode):
+            return True
+        if self.title_words is None:
+            return False
+        listed = self.title_words.split()
+        if len(listed) > LISTED_MAX:
+            return False
+        before, after = _title_words_of(change.before), _title_words_of(change.after)
+        gained, lost = after - before, before - after
+        return any(w.startswith(self.word) and w not in listed for w in gained) or any(
+            w.startswith(self.word) for w in lost
+        )
+
+
 class KnownWords:
-    """What ``look_up`` found of single words, per data version (bounded, least recently used out).
+    """What ``look_up`` found of single words (bounded, least recently used out).
 
     The same words come back in search after search ("hip", "repl"): a search whose words
     were all looked up at its data version makes no look-up statement, and one with new
-    words looks up only those. Any write changes the version, so an entry is never stale.
+    words looks up only those. A word looked up at an earlier version is used at a later one
+    only when ``still_current`` (a read cache's) says no change since touched it
+    (``WordFound.touched_by``); without that, any write makes it looked up again.
     """
 
     def __init__(self, maxsize=4096):
-        self._entries = LRUCache(maxsize)
+        self._entries = LRUCache(maxsize)  # word -> (version, WordFound)
         self._lock = threading.Lock()
 
-    def look_up(self, words, indexed, version):
-        """Return the ``Terms`` of ``words`` at data ``version``, as ``look_up`` would."""
+    def look_up(self, words, indexed, version, still_current=None):
+        """Return the ``Terms`` of ``words`` at data ``version``, as ``look_up`` would.
+        ``still_current(found, since)``: whether ``found``, made at version ``since``, holds at ``version``."""
         with self._lock:
-            known = {w: self._entries.get((version, w)) for w in words}
-        missing = tuple(w for w, entry in known.items() if entry is None)
+            entries = {w: self._entries.get(w) for w in words}
+        known = {}
+        for w, entry in entries.items():
+            if entry is not None:
+                since, found = entry
+                if since == version or (still_current is not None and still_current(found, since)):
+                    known[w] = found
+        missing = tuple(w for w in words if w not in known)
         if missing:
             found = look_up(missing, indexed)
             for w in missing:
-                # (starts a code, its title words: None when not looked up as a title word)
-                known[w] = (w in found.code_words, found.title_words.get(w) if indexed else None)
-            with self._lock:
-                self._entries.update({(version, w): known[w] for w in missing})
+                known[w] = WordFound(w, w in found.code_words, found.title_words.get(w) if indexed else None)
+        with self._lock:
+            # Kept ones move up to this version: the next look at them walks fewer changes.
+            self._entries.update({w: (version, known[w]) for w in words})
         return Terms(
-            code_words=frozenset(w for w in words if known[w][0]),
-            title_words={w: known[w][1] for w in words if known[w][1] is not None} if indexed else None,
+            code_words=frozenset(w for w in words if known[w].starts_a_code),
+            title_words={w: known[w].title_words for w in words if known[w].title_words is not None} if indexed else None,
         )
 
     def clear(self):
@@ -215,6 +255,17 @@ def _starts_a_title_word(word, title):
     return re.search(_WORD_STARTS + re.escape(word), title) is not None or any(
         token.startswith(word) for token in re.split("[^a-z0-9]+", title.lower())
     )
+
+
+def _title_words_of(title):
+    """The words the index and the distinct-words table hold of ``title`` (set()), split both ways
+    ``_starts_a_title_word`` reads them (lower-cased by Python, and by ASCII letters alone)."""
+    if title is None:
+        return set()
+    return {w for text in (title.lower(), title.translate(_ASCII_LOWER)) for w in re.split("[^a-z0-9]+", text) if w}
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _starts_the_code(word, pxcode):

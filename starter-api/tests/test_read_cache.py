@@ -11,7 +11,7 @@ import time
 
 import pytest
 from itsdangerous import TimestampSigner
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from werkzeug.security import generate_password_hash
 
 from starter import create_app
@@ -764,6 +764,67 @@ def test_a_page_from_the_render_cache_keeps_what_it_depends_on(cached_app, auth,
     moved_on(cached_app, before)
     again, was_replayed = replayed(cached_app, client, BY_CODE, auth.basic())
     assert was_replayed and again.data == first.data
+
+
+def look_ups_of(app, client, url, headers):
+    """Request ``url`` (through Flask: a URL not asked before); return (response, how many
+    look-ups of search words it sent, ``search.look_up``'s statement)."""
+    statements = []
+
+    def record(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = client.get(url, headers=headers)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return response, sum("string_agg" in s for s in statements)
+
+
+@pytest.mark.parametrize(
+    "sql, looked_up_again",
+    [
+        ("UPDATE starter_pxcodes SET procedure = 'DIZZINESS' WHERE pxcode = '149'", False),  # no heart word
+        ("UPDATE starter_pxcodes SET procedure = 'HEART TEST' WHERE pxcode = '149'", False),  # a word titles had
+        ("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('L1', 'HEARTWORM TEST')", True),  # a word no title had
+        ("DELETE FROM starter_pxcodes WHERE pxcode = '291'", True),  # a heart word lost: maybe its last
+        ("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('HEART1', 'DIZZINESS')", True),  # a code the word starts
+    ],
+)
+def test_a_search_word_is_looked_up_again_only_after_a_change_that_may_alter_it(
+    cached_app, auth, outside, sql, looked_up_again
+):
+    """``search.KnownWords``: what the database holds of a word serves later versions that left
+    it as it was, as the read cache's history tells."""
+    client = cached_app.test_client()
+    client.get(ITEM, headers=auth.basic())  # credentials known
+    before = watching(cached_app)
+    first, looked_up = look_ups_of(cached_app, client, f"{LIST}?q=heart&per_page=5", auth.basic())
+    assert looked_up == 1
+    outside(sql)
+    moved_on(cached_app, before)
+    again, looked_up = look_ups_of(cached_app, client, f"{LIST}?q=heart&per_page=6", auth.basic())
+    assert looked_up == int(looked_up_again)
+    found = {item["pxcode"] for item in again.json["items"]}
+    assert ("L1" in found) == ("L1" in sql) and ("HEART1" in found) == ("HEART1" in sql)
+
+
+def test_a_word_whose_last_title_word_went_is_corrected_as_a_fresh_look_up_would(cached_app, auth, outside):
+    client = cached_app.test_client()
+    outside("INSERT INTO starter_pxcodes (pxcode, procedure) VALUES ('L1', 'HEARTWORM TEST')")
+    client.get(ITEM, headers=auth.basic())
+    before = watching(cached_app)
+    first, _ = look_ups_of(cached_app, client, f"{LIST}?q=heartw&per_page=5", auth.basic())
+    assert [item["pxcode"] for item in first.json["items"]] == ["L1"]
+    outside("DELETE FROM starter_pxcodes WHERE pxcode = 'L1'")
+    moved_on(cached_app, before)
+    again, looked_up = look_ups_of(cached_app, client, f"{LIST}?q=heartw&per_page=6", auth.basic())
+    assert looked_up >= 1
+    # "heartw" starts no title word now: corrected to the nearest one, as on a fresh server.
+    assert again.json["meta"]["fuzzy"] is True and again.json["items"]
 
 
 def holding_the_watch(cached_app, monkeypatch):

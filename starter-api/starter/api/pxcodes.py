@@ -35,7 +35,7 @@ PAGE_DEPENDS = "starter_pxcode_page_depends"
 @bp.record_once
 def _add_page_caches(state):
     # Each app its own: counts, page keys and rendered pages of its own database.
-    state.app.extensions[PAGE_CACHES] = (Pager(), RenderedCache())
+    state.app.extensions[PAGE_CACHES] = (Pager(still_current=readcache.still_current), RenderedCache())
     state.app.extensions[PAGE_DEPENDS] = ByTag()
 
 
