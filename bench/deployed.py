@@ -5,7 +5,8 @@ the production proxy), every figure against its target. Run as ``bench/run.sh --
 The five parts, each with bench.py's harness (its Postgres, Service, wrk and peers):
   counters  100 rows: list, item, 304 with rate-limit counters in memory and in Redis
   large     --rows (1,000,000): list, deep page, item, word and prefix search, 304; each endpoint on a
-            fresh server with no warm-up (cold), then all on one server with an admin write a second
+            freshly started server (cold), with basic credentials and again with a token (no password
+            hash on a worker's first request), then all on one server with an admin write a second
   memory    after the large run: distinct requests to fill the caches, then VmRSS of each worker
   mixed     bench/load_mixed.py, 64 clients: its read-only mix, then the same reads with 5 % writes
   proxy     100 rows through proxy/nginx.conf (the hostnet includes) in front of the server, Redis counters
@@ -227,13 +228,15 @@ class Sitting:
         service.manage("adduser", "--", "bench", self.password, timeout=60)
         service.manage("adduser", "--admin", "--", WRITER, self.writer_password, timeout=60)
 
-    def load(self, base, name, path, duration, etag=None, tag=""):
-        """wrk on one URL (list/item through load.sh; ``etag``: If-None-Match, 304 expected)."""
+    def load(self, base, name, path, duration, etag=None, tag="", auth_plain=None):
+        """wrk on one URL (list/item through load.sh; ``etag``: If-None-Match, 304 expected);
+        ``auth_plain``: another ``user:password`` for the basic header (a token: ``token:``)."""
+        auth_plain = auth_plain or self.auth_plain
         if etag:
-            figures = wrk(self.args.peers, "load.sh", base + path, self.auth_plain, duration,
+            figures = wrk(self.args.peers, "load.sh", base + path, auth_plain, duration,
                           extra=["-H", f"If-None-Match: {etag}"], env={"BENCH_EXPECT": "304"})
         else:
-            figures = wrk(self.args.peers, "load.sh", base + path, self.auth_plain, duration)
+            figures = wrk(self.args.peers, "load.sh", base + path, auth_plain, duration)
         shown = figures.get("error") or (f"rps={figures['rps']:.0f} p50={figures['p50']}ms p99={figures['p99']}ms"
                                          f" max={figures['max']}ms bad={figures['bad']} sockerr={figures['sockerr']}")
         log(f"  {tag:14} {name:5} {path}: {shown}")
@@ -344,6 +347,9 @@ class Sitting:
                     raise SystemExit(f"deployed: GET {API} answered {status}: {body[:200]!r}")
                 last = urllib.parse.urlsplit(json.loads(body)["meta"]["last"])
                 etag = fetch(service.base + API, self.auth_b64, timeout=60)[1].get("etag")
+                # The same reader with a token (as the seed's contract sends it: the basic user-id, no
+                # password): no password hash on a worker's first request.
+                with_token = token(service.base, "bench", self.password) + ":"
             finally:
                 service.stop()
             paths = {"list": API, "deep": last.path + "?" + last.query, "item": API + item,
@@ -351,14 +357,15 @@ class Sitting:
                      "code": API + "?" + urllib.parse.urlencode({"code": "0SR"}), "304": API}
             self.details.append(f"{rows:,} rows: deep = {paths['deep']}, item = {item}; counters in"
                                 f" {args.large_counters}")
-            cold = {}
+            cold, cold_token = {}, {}
             for ep in LARGE_ENDPOINTS:  # (a) each on a server just started, no request before wrk's
-                service.start(f"{args.rows}-cold-{ep}")
-                try:
-                    cold[ep] = self.load(service.base, ep, paths[ep], args.duration,
-                                         etag=etag if ep == "304" else None, tag="cold")
-                finally:
-                    service.stop()
+                for figures, auth, tag in ((cold, None, "cold"), (cold_token, with_token, "cold, token")):
+                    service.start(f"{args.rows}-{tag.replace(', ', '-')}-{ep}")
+                    try:
+                        figures[ep] = self.load(service.base, ep, paths[ep], args.duration,
+                                                etag=etag if ep == "304" else None, tag=tag, auth_plain=auth)
+                    finally:
+                        service.stop()
             service.start(f"{args.rows}-writes")  # (b) one server, an admin write a second throughout
             try:
                 admin_token = token(service.base, WRITER, self.writer_password)
@@ -387,7 +394,7 @@ class Sitting:
             redis_command(args.redis, "FLUSHDB")
             if args.drop_db:
                 pg.drop()
-        for label, figures in (("cold start", cold), ("1 write/s", writes)):
+        for label, figures in (("cold start", cold), ("cold start, token", cold_token), ("1 write/s", writes)):
             for ep in LARGE_ENDPOINTS:
                 f = figures[ep]
                 name = f"{rows:,} rows {ep} p99, {label}"
