@@ -19,9 +19,12 @@ as far as the rate limits go (``limits.refuse_failed_logins``), and at most
 so unverified credentials cannot take the CPU the verified ones are served with.
 """
 
+import collections
 import functools
 import hashlib
 import hmac
+import logging
+import os
 import secrets
 import threading
 import time
@@ -48,6 +51,10 @@ EXTENSION = "starter_auth"
 HASH_RETRY_AFTER_SECONDS = 1
 # How long a request waits for the check of the same credentials that another request is making.
 SAME_CHECK_WAIT_SECONDS = 5.0
+# The nice value of the thread that re-checks remembered credentials (``Refresher``).
+REFRESH_NICE = 10
+
+log = logging.getLogger(__name__)
 
 
 class VerifiedCredentials:
@@ -57,9 +64,11 @@ class VerifiedCredentials:
     remember (user id, password stamp) after the user lookup.
 
     Credentials in use are verified again before they expire: past half their
-    time, one request through the app (``lookup(claim=True)``) re-checks them
-    while the others keep being answered from the entry. Otherwise every worker
-    would stall on the same password hash each time a busy client's entry ran out.
+    time, one request through the app claims the re-check (``lookup_or_claim``) and
+    hands it to a background thread (``Refresher``), while it and the others keep
+    being answered from the entry. Otherwise every worker would stall on the same
+    password hash each time a busy client's entry ran out; and a hash on the request
+    path stalled that client's requests while it took a core (bench/README.md).
     """
 
     def __init__(self, seconds, maxsize=4096):
@@ -72,23 +81,42 @@ class VerifiedCredentials:
         message = "\0".join(str(part) for part in parts).encode("utf-8", "surrogatepass")
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
-    def lookup(self, users_version, parts, claim=False):
-        """The principal these credentials proved recently, if still valid, else None.
+    def lookup(self, users_version, parts):
+        """The principal these credentials proved recently, if still valid, else None; None too
+        for an entry due to be verified again and not claimed yet (the read cache: that request
+        goes to the app, which claims the re-check)."""
+        principal, due = self._find(users_version, parts, claim=False)
+        return None if due else principal
 
-        An entry due to be verified again gives None to the one caller that claims the
-        re-check (``claim``: a request in the app); without ``claim`` (the read cache) it
-        gives None until a request is re-checking it, which sends the request to the app.
-        """
+    def lookup_or_claim(self, users_version, parts):
+        """``(principal, claimed)``: the principal these credentials proved recently (None if
+        none), and whether this caller claimed their re-check (the entry is past half its time
+        and nobody is re-checking it: one caller each time)."""
+        return self._find(users_version, parts, claim=True)
+
+    def _find(self, users_version, parts, claim):
         if self._entries is None:
-            return None
+            return None, False
         with self._lock:
             entry = self._entries.get(self.digest(parts))
             if entry is None or entry.users_version != users_version:
-                return None
-            if not entry.refreshing and time.monotonic() - entry.verified_at > self._ttl / 2:
-                entry.refreshing = claim
-                return None
-            return entry.principal
+                return None, False
+            due = not entry.refreshing and time.monotonic() - entry.verified_at > self._ttl / 2
+            if due and claim:
+                entry.refreshing = True
+            return entry.principal, due
+
+    def release(self, parts):
+        """A claimed re-check did not happen: the next request may claim it again."""
+        with self._lock:
+            entry = self._entries.get(self.digest(parts)) if self._entries is not None else None
+            if entry is not None:
+                entry.refreshing = False
+
+    def forget(self, parts):
+        if self._entries is not None:
+            with self._lock:
+                self._entries.pop(self.digest(parts), None)
 
     def remember(self, principal, users_version, parts):
         if self._entries is None:
@@ -107,6 +135,47 @@ class _Check:
         self.refusal = None  # the 503 the check met, for the waiting requests too
 
 
+class Refresher:
+    """Re-checks of remembered credentials, off the request path: one thread at a time, which
+    runs at a lower CPU priority (``REFRESH_NICE``) so that a password hash takes the CPU the
+    requests leave, not theirs. At most ``PENDING_MAX`` wait; a re-check not taken is left to a
+    later request's claim. The thread ends when none is left."""
+
+    PENDING_MAX = 64
+
+    def __init__(self, refresh):
+        self._refresh = refresh  # called with each submitted re-check's arguments
+        self._pending = collections.deque()
+        self._lock = threading.Lock()
+        self._running = False
+
+    def submit(self, *args):
+        """Queue ``refresh(*args)``; False if too many are waiting."""
+        with self._lock:
+            if len(self._pending) >= self.PENDING_MAX:
+                return False
+            self._pending.append(args)
+            if self._running:
+                return True
+            self._running = True
+        threading.Thread(target=self._run, name="credentials-refresh", daemon=True).start()
+        return True
+
+    def _run(self):
+        try:
+            # Linux gives each thread its own nice value; elsewhere the re-check runs as it is.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REFRESH_NICE)
+        except (AttributeError, OSError):
+            pass
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._running = False
+                    return
+                args = self._pending.popleft()
+            self._refresh(*args)
+
+
 @dataclass
 class _Verified:
     principal: Principal
@@ -122,6 +191,7 @@ class Authenticator:
         self.config = config
         self.metrics = metrics
         self.verified = VerifiedCredentials(config["AUTH_CACHE_SECONDS"])
+        self.refresher = Refresher(self._refresh)
         self._hash_checks = threading.BoundedSemaphore(config["AUTH_PASSWORD_CHECKS"])
         self._checks = {}  # digest of (username, password) -> _Check in progress
         self._checks_lock = threading.Lock()
@@ -142,7 +212,9 @@ class Authenticator:
         # entry remembered below stale at once rather than missed.
         users_version = DataVersion.current().users
         if key is not None:
-            remembered = self.verified.lookup(users_version, key, claim=True)
+            remembered, claimed = self.verified.lookup_or_claim(users_version, key)
+            if claimed and not self.refresher.submit(current_app._get_current_object(), parsed, key, users_version):
+                self.verified.release(key)
             if remembered is not None:
                 return remembered
         username = parsed.username if isinstance(parsed, credentials.Password) else None
@@ -156,6 +228,21 @@ class Authenticator:
             return None
         self.verified.remember(found, users_version, key)
         return found
+
+    def _refresh(self, app, parsed, key, users_version):
+        """Verify remembered credentials again (``Refresher``'s thread): remember them anew,
+        forget them if they no longer prove their user, or leave the entry to a later claim."""
+        try:
+            with app.app_context():
+                found = self._verify(parsed, key, bounded=False)
+        except Exception:  # the database, say: the entry holds until its time runs out
+            log.warning("credentials: a re-check failed; a later request tries again", exc_info=True)
+            self.verified.release(key)
+            return
+        if found is None:
+            self.verified.forget(key)
+        else:
+            self.verified.remember(found, users_version, key)
 
     def issue_token(self, principal):
         return self._serializer.dumps({"uid": principal.id, "stamp": principal.credential_stamp})
@@ -171,10 +258,14 @@ class Authenticator:
         except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
             return None
 
-    def _verify(self, parsed, key):
+    def _verify(self, parsed, key, bounded=True):
+        """``bounded``: a request's check, coalesced with identical ones and within
+        ``AUTH_PASSWORD_CHECKS``; a re-check of remembered credentials (one thread) is neither."""
         if key is None:
             return None
         if isinstance(parsed, credentials.Password):
+            if not bounded:
+                return self._hash_and_compare(parsed.username, parsed.password, bounded=False)
             return self._check_password(parsed.username, parsed.password)
         user = db.session.get(User, key[1])
         if user is None or key[2] != user.credential_stamp:
@@ -212,21 +303,26 @@ class Authenticator:
                 del self._checks[digest]
             check.done.set()
 
-    def _hash_and_compare(self, username, password):
+    def _hash_and_compare(self, username, password, bounded=True):
         user = User.by_username(username)
-        if not self._hash_checks.acquire(blocking=False):
+        if bounded and not self._hash_checks.acquire(blocking=False):
             # No waiting: a waiting thread is one the verified users' requests cannot have.
             raise self._busy()
         try:
             self.metrics.password_hashes.inc()
-            if user is None:
-                # Hash anyway, so an unknown name costs what a wrong password does.
-                check_password_hash(_decoy_hash(self.config["PASSWORD_HASH_METHOD"]), password)
-                return None
-            if not user.verify_password(password):
-                return None
+            # The hash runs without the GIL (hashlib) and the semaphore above bounds how many run at
+            # once: its turn is given back, so the worker's other requests run meanwhile (a hash held
+            # one of two turns for 60-400 ms, each time a busy client's credentials were checked again).
+            with turns.waiting():
+                if user is None:
+                    # Hash anyway, so an unknown name costs what a wrong password does.
+                    check_password_hash(_decoy_hash(self.config["PASSWORD_HASH_METHOD"]), password)
+                    return None
+                if not user.verify_password(password):
+                    return None
         finally:
-            self._hash_checks.release()
+            if bounded:
+                self._hash_checks.release()
         return Principal.of(user, PASSWORD)
 
     @staticmethod
