@@ -7,6 +7,7 @@ the end. Without a server they skip locally but fail in CI (``CI=true``).
 
 import os
 import shutil
+import threading
 import time
 import uuid
 
@@ -225,6 +226,31 @@ def password_checks(monkeypatch):
 
     monkeypatch.setattr(User, "verify_password", recording)
     return checked_at
+
+
+@pytest.fixture
+def hold_hashes(monkeypatch):
+    """Call it to make every password check from then on signal ``hashing``, wait for ``release``,
+    then answer as the real check does (``refuse``: False) and signal ``checked``:
+    ``hashing, release, checked = hold_hashes()``."""
+    release = threading.Event()
+
+    def hold(refuse=False):
+        hashing, checked = threading.Event(), threading.Event()
+        real = User.verify_password
+
+        def held(self, password):
+            hashing.set()
+            release.wait(10)
+            result = False if refuse else real(self, password)
+            checked.set()
+            return result
+
+        monkeypatch.setattr(User, "verify_password", held)
+        return hashing, release, checked
+
+    yield hold
+    release.set()
 
 
 @pytest.fixture

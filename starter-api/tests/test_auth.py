@@ -146,27 +146,6 @@ def test_one_table_of_credential_forms(client, auth):
             assert_json_error(response, 401)
 
 
-@pytest.fixture
-def hold_hashes(monkeypatch):
-    """Call it to make every password check from then on signal ``hashing`` and wait for ``release``."""
-    release = threading.Event()
-
-    def hold():
-        hashing = threading.Event()
-        real = User.verify_password
-
-        def held(self, password):
-            hashing.set()
-            release.wait(10)
-            return real(self, password)
-
-        monkeypatch.setattr(User, "verify_password", held)
-        return hashing, release
-
-    yield hold
-    release.set()
-
-
 def test_password_checks_beyond_the_cap_get_503_and_others_are_served(make_seeded_app, auth, hold_hashes):
     """Issue 9 item 7: at most AUTH_PASSWORD_CHECKS hashes at once per process; the others
     are answered 503 with Retry-After at once, and remembered credentials still work."""
@@ -174,7 +153,7 @@ def test_password_checks_beyond_the_cap_get_503_and_others_are_served(make_seede
     client = app.test_client()
     assert client.get(ITEM, headers=auth.reader()).status_code == 200  # remembered from now on
     token = AuthActions(client).token()
-    hashing, release = hold_hashes()
+    hashing, release, _ = hold_hashes()
     first = []
     worker = threading.Thread(
         target=lambda: first.append(app.test_client().get(ITEM, headers=auth.basic(USERNAME, "guess")))
@@ -200,7 +179,7 @@ def test_identical_credentials_checked_at_once_share_one_hash(make_seeded_app, a
     """A burst of one client's first requests (or every client's, after a restart) waits for one
     check instead of meeting the cap (a replica test saw 503s right after a restart)."""
     app = make_seeded_app(AUTH_PASSWORD_CHECKS=1)
-    hashing, release = hold_hashes()
+    hashing, release, _ = hold_hashes()
     statuses = []
 
     def read(headers):

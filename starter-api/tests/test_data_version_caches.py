@@ -2,7 +2,6 @@
 
 import subprocess
 
-import threading
 import time
 
 import pytest
@@ -183,53 +182,34 @@ def test_credentials_in_use_are_verified_again_before_they_expire(make_seeded_ap
     assert 0.5 <= checked_at[1] - checked_at[0] < 0.9
 
 
-def _re_checked_in_the_background(monkeypatch, checks, outcome):
-    """``User.verify_password`` held until ``checks["go"]`` is set, then ``outcome`` (None: the real one)."""
-    from starter.models import User
-
-    real = User.verify_password
-
-    def held(self, password):
-        checks["started"].set()
-        checks["go"].wait(5)
-        result = real(self, password) if outcome is None else outcome
-        checks["done"].set()
-        return result
-
-    monkeypatch.setattr(User, "verify_password", held)
-
-
-def test_a_due_re_check_runs_in_the_background_while_the_request_is_answered(make_seeded_app, auth, monkeypatch):
+def test_a_due_re_check_runs_in_the_background_while_the_request_is_answered(make_seeded_app, auth, hold_hashes):
     app = make_seeded_app(AUTH_CACHE_SECONDS=1)
     client = app.test_client()
     assert client.get(LIST + "039", headers=auth.basic()).status_code == 200
     time.sleep(0.6)  # past half its second: due to be verified again
-    checks = {name: threading.Event() for name in ("started", "go", "done")}
-    _re_checked_in_the_background(monkeypatch, checks, None)
+    hashing, release, checked = hold_hashes()
     started = time.monotonic()
     assert client.get(LIST + "039", headers=auth.basic()).status_code == 200
-    assert checks["started"].wait(5)  # claimed by that request, made by another thread...
+    assert hashing.wait(5)  # claimed by that request, made by another thread...
     assert client.get(LIST + "039", headers=auth.basic()).status_code == 200
-    assert time.monotonic() - started < 0.5 and not checks["done"].is_set()  # ...that neither waited for
-    checks["go"].set()
-    assert checks["done"].wait(5)
+    assert time.monotonic() - started < 0.5 and not checked.is_set()  # ...that neither waited for
+    release.set()
+    assert checked.wait(5)
     time.sleep(0.6)  # past the first entry's second: the re-check renewed it
-    _re_checked_in_the_background(monkeypatch, {name: threading.Event() for name in ("started", "go", "done")},
-                                  False)  # any check from here on would refuse
+    hold_hashes(refuse=True)  # any check from here on would refuse
     assert client.get(LIST + "039", headers=auth.basic()).status_code == 200
 
 
-def test_a_re_check_that_refuses_the_credentials_forgets_them(make_seeded_app, auth, monkeypatch):
+def test_a_re_check_that_refuses_the_credentials_forgets_them(make_seeded_app, auth, hold_hashes):
     app = make_seeded_app(AUTH_CACHE_SECONDS=30)
     client = app.test_client()
     assert client.get(LIST + "039", headers=auth.basic()).status_code == 200
     entry = next(iter(app.extensions["starter_auth"].verified._entries.values()))
     entry.verified_at -= 16  # past half its time
-    checks = {name: threading.Event() for name in ("started", "go", "done")}
-    _re_checked_in_the_background(monkeypatch, checks, False)
-    checks["go"].set()
+    _, release, checked = hold_hashes(refuse=True)
+    release.set()
     assert client.get(LIST + "039", headers=auth.basic()).status_code == 200  # answered from the entry
-    assert checks["done"].wait(5)
+    assert checked.wait(5)
     time.sleep(0.1)
     # Forgotten: checked again by the request itself, and refused.
     assert client.get(LIST + "039", headers=auth.basic()).status_code == 401

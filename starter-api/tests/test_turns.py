@@ -118,24 +118,14 @@ def test_a_body_that_does_not_come_holds_no_turn(make_seeded_app):
     assert created["response"].status_code == 201, created["response"].json
 
 
-def test_a_password_being_hashed_holds_no_turn(make_seeded_app, monkeypatch):
+def test_a_password_being_hashed_holds_no_turn(make_seeded_app, hold_hashes):
     """One turn: a request whose password is being hashed gives it back (the hash needs no GIL, and
     ``AUTH_PASSWORD_CHECKS`` bounds the hashes at once), so the other requests are answered meanwhile."""
-    from starter.models import User
-
     app = make_seeded_app(SERVER_THREADS=1)
     client = app.test_client()
     auth = AuthActions(client)
     token = auth.token()
-    hashing, done = threading.Event(), threading.Event()
-    real = User.verify_password
-
-    def slow(self, password):
-        hashing.set()
-        done.wait(5)
-        return real(self, password)
-
-    monkeypatch.setattr(User, "verify_password", slow)
+    hashing, release, _ = hold_hashes()
     refused = {}
     checker = threading.Thread(target=lambda: refused.update(
         response=client.get(LIST + "039", headers=auth.basic(password="not-the-password"))))
@@ -144,6 +134,6 @@ def test_a_password_being_hashed_holds_no_turn(make_seeded_app, monkeypatch):
     started = time.monotonic()
     assert client.get(LIST + "039", headers=auth.bearer(token)).status_code == 200
     assert time.monotonic() - started < 1 and "response" not in refused
-    done.set()
+    release.set()
     checker.join(5)
     assert refused["response"].status_code == 401
