@@ -23,6 +23,7 @@ split words at the same characters, so both databases answer the same.
 import re
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 
 from cachetools import LRUCache
 from sqlalchemy import and_, case, column, exists, false, func, literal_column, or_, select, table, true
@@ -127,12 +128,16 @@ class WordFound:
     starts_a_code: bool
     title_words: str | None
 
+    @cached_property
+    def _listed(self):
+        return frozenset(self.title_words.split()) if self.title_words is not None else frozenset()
+
     def touched_by(self, change):
         if (change.before is None or change.after is None) and _starts_the_code(self.word, change.pxcode):
             return True
         if self.title_words is None:
             return False
-        listed = self.title_words.split()
+        listed = self._listed
         if len(listed) > LISTED_MAX:
             return False
         before, after = _title_words_of(change.before), _title_words_of(change.after)
@@ -172,9 +177,11 @@ class KnownWords:
             found = look_up(missing, indexed)
             for w in missing:
                 known[w] = WordFound(w, w in found.code_words, found.title_words.get(w) if indexed else None)
-        with self._lock:
-            # Kept ones move up to this version: the next look at them walks fewer changes.
-            self._entries.update({w: (version, known[w]) for w in words})
+        moved = {w: (version, known[w]) for w in words if entries[w] is None or entries[w][0] != version}
+        if moved:
+            with self._lock:
+                # Kept ones move up to this version: the next look at them walks fewer changes.
+                self._entries.update(moved)
         return Terms(
             code_words=frozenset(w for w in words if known[w].starts_a_code),
             title_words={w: known[w].title_words for w in words if known[w].title_words is not None} if indexed else None,
@@ -250,22 +257,24 @@ _WORD_STARTS = "(?i)" + WORD_START
 
 
 def _starts_a_title_word(word, title):
-    # Both of the database's ways (the regular expression, and the index's words: the lower-cased
-    # title split at every character that is no a-z or 0-9), so no row either finds is missed.
+    # Both of the database's ways (the regular expression, and the index's words), so no row
+    # either finds is missed.
     return re.search(_WORD_STARTS + re.escape(word), title) is not None or any(
-        token.startswith(word) for token in re.split("[^a-z0-9]+", title.lower())
+        token.startswith(word) for token in _title_words_of(title)
     )
 
 
 def _title_words_of(title):
-    """The words the index and the distinct-words table hold of ``title`` (set()), split both ways
-    ``_starts_a_title_word`` reads them (lower-cased by Python, and by ASCII letters alone)."""
+    """The words the index and the distinct-words table hold of ``title`` (the title lower-cased and
+    split at every character that is no a-z or 0-9), lower-cased both as Python does and, as
+    PostgreSQL does under the "C" collation, by ASCII letters alone: a set that has both."""
     if title is None:
         return set()
-    return {w for text in (title.lower(), title.translate(_ASCII_LOWER)) for w in re.split("[^a-z0-9]+", text) if w}
+    return {w for text in (title.lower(), title.translate(_ASCII_LOWER)) for w in _NOT_A_WORD.split(text) if w}
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_NOT_A_WORD = re.compile("[^a-z0-9]+")
 
 
 def _starts_the_code(word, pxcode):

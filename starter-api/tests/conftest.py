@@ -5,6 +5,7 @@ PostgreSQL tests use a database they create on the server at
 the end. Without a server they skip locally but fail in CI (``CI=true``).
 """
 
+import functools
 import os
 import shutil
 import threading
@@ -16,7 +17,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from helpers import PASSWORD, READER, READER_PASSWORD, USERNAME, AuthActions, in_ci, load_starter_data
+from helpers import PASSWORD, READER, READER_PASSWORD, USERNAME, AuthActions, in_ci, load_starter_data, recorded_sql
 
 from starter import create_app
 from starter import readcache
@@ -191,27 +192,7 @@ def app(make_seeded_app):
 @pytest.fixture
 def sql_log(app):
     """Return a context manager that records the SQL statements sent while it is open."""
-    from contextlib import contextmanager
-
-    from sqlalchemy import event
-
-    with app.app_context():
-        engine = db.engine
-
-    @contextmanager
-    def recording():
-        statements = []
-
-        def record(conn, cursor, statement, *args):
-            statements.append(statement)
-
-        event.listen(engine, "before_cursor_execute", record)
-        try:
-            yield statements
-        finally:
-            event.remove(engine, "before_cursor_execute", record)
-
-    return recording
+    return functools.partial(recorded_sql, app)
 
 
 @pytest.fixture

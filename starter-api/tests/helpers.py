@@ -126,3 +126,22 @@ class AuthActions:
         response = self._client.get("/auth/request-token", headers=self.basic(username, password))
         assert response.status_code == 200, response.json
         return response.json["token"]
+
+
+@contextmanager
+def recorded_sql(app):
+    """Record the SQL statements ``app``'s engine sends while the block runs (a list, filled in)."""
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -3,7 +3,7 @@
 from urllib.parse import urlencode
 
 import pytest
-from helpers import PASSWORD, USERNAME
+from helpers import PASSWORD, USERNAME, recorded_sql
 
 from starter import queries
 from starter.api.pxcodes import page_caches
@@ -186,20 +186,8 @@ def test_title_words_table_counts_every_write(client):
 
 def _statements_of(client, auth, query):
     """The statements one search sends, and its answer."""
-    from sqlalchemy import event
-
-    with client.application.app_context():
-        engine = db.engine
-    statements = []
-
-    def record(connection, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with recorded_sql(client.application) as statements:
         return statements, _search(client, auth, query).json
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_words_looked_up_once_per_data_version(client, auth):
@@ -222,24 +210,13 @@ def test_words_looked_up_once_per_data_version(client, auth):
 def test_a_correction_asks_only_for_the_words_nearest(client, auth):
     """PostgreSQL: whether a word starts a title word is known from the search's own look-up
     (``search.look_up``); correcting it asks the database only for the words nearest to it."""
-    from sqlalchemy import event
-
     app = client.application
     with app.app_context():
         if db.engine.dialect.name != "postgresql":
             pytest.skip("SQLite corrects from the titles read in process")
-        engine = db.engine
     _search(client, auth, "q=knee")  # credentials and versions known: only the search's statements below
-    statements = []
-
-    def record(connection, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with recorded_sql(app) as statements:
         body = _search(client, auth, "q=hip replacment").json
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert (_codes_of(body), body["meta"]["fuzzy"]) == (["469", "470"], True)
     # The versions, the look-up, the words nearest "replacment" ("hip" starts a word), the
     # look-up and the ranked page of the corrected words.

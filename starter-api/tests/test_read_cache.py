@@ -11,7 +11,7 @@ import time
 
 import pytest
 from itsdangerous import TimestampSigner
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, text
 from werkzeug.security import generate_password_hash
 
 from starter import create_app
@@ -21,7 +21,9 @@ from starter.models import split_tag
 from starter import readcache
 from starter.readcache.versionwatch import APPLICATION_NAME
 
-from helpers import PASSWORD, READER, USERNAME, AuthActions, command_names, new_caller, redis_limits, redis_round_trips
+from helpers import (
+    PASSWORD, READER, USERNAME, AuthActions, command_names, new_caller, recorded_sql, redis_limits, redis_round_trips,
+)
 
 LIST = "/api/v1.0/pxcodes/"
 ITEM = "/api/v1.0/pxcodes/039"
@@ -769,18 +771,8 @@ def test_a_page_from_the_render_cache_keeps_what_it_depends_on(cached_app, auth,
 def look_ups_of(app, client, url, headers):
     """Request ``url`` (through Flask: a URL not asked before); return (response, how many
     look-ups of search words it sent, ``search.look_up``'s statement)."""
-    statements = []
-
-    def record(connection, cursor, statement, *args):
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with recorded_sql(app) as statements:
         response = client.get(url, headers=headers)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     return response, sum("string_agg" in s for s in statements)
 
 
